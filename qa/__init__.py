@@ -1,0 +1,62 @@
+"""qa: answers questions about documents with an LLM, citing verbatim, verified spans of the source."""
+
+from qa.answer import Answer, ChunkRef, Citation, Usage
+from qa.chunking import Chunk
+from qa.documents import Document, load
+from qa.errors import (
+    AnswerValidationError,
+    AuthenticationError,
+    ConfigurationError,
+    DocumentError,
+    InputError,
+    LLMConnectionError,
+    LLMError,
+    LLMTimeoutError,
+    QAError,
+    RateLimitError,
+    RequestRejectedError,
+    ServerError,
+)
+from qa.llm import LLM, LLMRequest, LLMResponse, OpenAILLM
+from qa.pipeline import Index, ask
+from qa.prompts import PromptSet, load_prompts
+from qa.retrieval import BM25Retriever, Hit, Passage, Retriever
+from qa.settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Answer",
+    "AnswerValidationError",
+    "AuthenticationError",
+    "BM25Retriever",
+    "Chunk",
+    "ChunkRef",
+    "Citation",
+    "ConfigurationError",
+    "Document",
+    "DocumentError",
+    "Hit",
+    "Index",
+    "InputError",
+    "LLM",
+    "LLMConnectionError",
+    "LLMError",
+    "LLMRequest",
+    "LLMResponse",
+    "LLMTimeoutError",
+    "OpenAILLM",
+    "Passage",
+    "PromptSet",
+    "QAError",
+    "RateLimitError",
+    "RequestRejectedError",
+    "Retriever",
+    "ServerError",
+    "Settings",
+    "Usage",
+    "ask",
+    "load",
+    "load_prompts",
+    "__version__",
+]

@@ -1,0 +1,224 @@
+"""The Answer and Citation types, the schema the model must fill, and quote verification against the source."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
+
+__all__ = [
+    "Answer",
+    "ChunkRef",
+    "Citation",
+    "ModelQuote",
+    "Usage",
+    "answer_schema_model",
+    "locate_quote",
+]
+
+OutputT = TypeVar("OutputT")
+
+
+class Usage(BaseModel):
+    """Tokens and calls spent on one question, summed over every LLM call and retry."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = Field(0, description="LLM responses received (first call plus re-asks).")
+    attempts: int = Field(0, description="HTTP attempts made, transport retries included.")
+    reasks: int = Field(0, description="Calls made again because the output failed validation.")
+    retries: int = Field(0, description="Transport retries (429, 5xx, timeouts, connection errors).")
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+class ChunkRef(BaseModel):
+    """The indexed chunk a citation falls in."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    start: int
+    end: int
+
+
+class Citation(BaseModel):
+    """A verified verbatim span of a source document: `document.text[start:end] == quote`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    document_id: str
+    start: int
+    end: int
+    quote: str
+    chunk: ChunkRef
+
+
+class Answer(BaseModel, Generic[OutputT]):
+    """An answer to one question, with the verified citations it rests on."""
+
+    question: str
+    answer: OutputT | None = Field(description="The answer; None when the documents do not contain it.")
+    found: bool = Field(description="False when the documents do not answer the question.")
+    citations: list[Citation] = Field(default_factory=list)
+    verified: bool = Field(
+        True, description="False when some citation the model gave could not be verified and was dropped."
+    )
+    usage: Usage = Field(default_factory=Usage)
+    model: str = ""
+
+    def __str__(self) -> str:
+        if not self.found:
+            return "Not found in the documents."
+        answer = self.answer.model_dump_json() if isinstance(self.answer, BaseModel) else str(self.answer)
+        lines = [answer]
+        for n, c in enumerate(self.citations, 1):
+            lines.append(f"  [{n}] {c.document_id}:{c.start}-{c.end} \"{c.quote}\"")
+        return "\n".join(lines)
+
+
+# --- what the model fills in ------------------------------------------------------------------
+
+
+class ModelQuote(BaseModel):
+    """One quote the model gives as evidence, copied from a numbered passage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    passage: int = Field(description="Number of the passage the quote is copied from.")
+    quote: str = Field(description="Words copied exactly from that passage.", min_length=1, max_length=400)
+
+    @field_validator("quote")
+    @classmethod
+    def _quote_in_passage(cls, quote: str, info: ValidationInfo) -> str:
+        # Checked only when validated with the passages in context; without it, structure alone.
+        passages: Mapping[int, str] | None = (info.context or {}).get("passages")
+        if passages is None:
+            return quote
+        number = info.data.get("passage")
+        if number is None:
+            return quote
+        if number not in passages:
+            raise ValueError(f"there is no passage {number}; passages are numbered 1 to {len(passages)}")
+        if locate_quote(quote, passages[number]) is None:
+            raise ValueError(f"this quote is not in passage {number}: {quote!r}")
+        return quote
+
+
+_SCHEMA_MODELS: dict[tuple[Any, int], type[BaseModel]] = {}
+
+
+def answer_schema_model(output: Any = str, max_citations: int = 3) -> type[BaseModel]:
+    """The Pydantic model the model's JSON must satisfy: quotes first, then found, then the answer."""
+    key = (output, max_citations)
+    if key not in _SCHEMA_MODELS:
+        _SCHEMA_MODELS[key] = _build_schema_model(output, max_citations)
+    return _SCHEMA_MODELS[key]
+
+
+def _build_schema_model(output: Any, max_citations: int) -> type[BaseModel]:
+    answer_type: Any = output | None
+    return create_model(
+        "QAResponse" if output is str else f"QAResponse_{getattr(output, '__name__', 'Output')}",
+        __config__=ConfigDict(extra="forbid"),
+        quotes=(
+            list[ModelQuote],
+            Field(description="Evidence copied from the passages; [] when not found.", max_length=max_citations),
+        ),
+        found=(bool, Field(description="True only if the passages answer the question.")),
+        answer=(answer_type, Field(description="The answer drawn from the quotes; null when not found.")),
+    )
+
+
+# --- locating quotes ---------------------------------------------------------------------
+
+_QUOTE_MARKS = str.maketrans(
+    {
+        "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "`": "'",
+        "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"', "\u00ab": '"', "\u00bb": '"',
+        "\u2013": "-", "\u2014": "-", "\u2212": "-", "\u2010": "-", "\u2011": "-",
+        "\u00a0": " ",
+    }
+)  # fmt: skip
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class _Normalised:
+    text: str
+    origin: list[int]  # origin[i] = index in the source of normalised character i
+
+
+def _normalise(text: str) -> _Normalised:
+    """Fold quote marks and dashes, collapse whitespace runs, lower-case; keep a map back to the source."""
+    out: list[str] = []
+    origin: list[int] = []
+    folded = text.translate(_QUOTE_MARKS)
+    last_space = True
+    for i, ch in enumerate(folded):
+        if ch.isspace():
+            if last_space:
+                continue
+            out.append(" ")
+            origin.append(i)
+            last_space = True
+        else:
+            low = ch.lower()
+            if len(low) != 1:  # 'İ'.lower() is two characters; keep the offset map one-to-one
+                low = ch
+            out.append(low)
+            origin.append(i)
+            last_space = False
+    return _Normalised("".join(out), origin)
+
+
+def locate_quote(quote: str, source: str) -> tuple[int, int] | None:
+    """Where `quote` stands in `source`, exactly or after whitespace/quote-mark/case folding; None if absent."""
+    stripped = quote.strip().strip('"').strip()
+    if not stripped:
+        return None
+    exact = source.find(stripped)
+    if exact >= 0:
+        return exact, exact + len(stripped)
+    needle = _normalise(stripped).text.strip()
+    if not needle:
+        return None
+    hay = _normalise(source)
+    pos = hay.text.find(needle)
+    if pos < 0:
+        return None
+    start = hay.origin[pos]
+    end = hay.origin[pos + len(needle) - 1] + 1
+    return start, end
+
+
+def verify_quotes(
+    quotes: Sequence[ModelQuote], passages: Mapping[int, tuple[str, int, str]]
+) -> tuple[list[tuple[str, int, int]], list[str]]:
+    """Map each quote to (document_id, start, end) in its document; also return one error per quote that fails.
+
+    `passages` maps passage number to (document_id, document offset of the passage, passage text).
+    """
+    spans: list[tuple[str, int, int]] = []
+    errors: list[str] = []
+    seen: set[tuple[str, int, int]] = set()
+    for n, q in enumerate(quotes):
+        if q.passage not in passages:
+            errors.append(f"quotes[{n}]: there is no passage {q.passage}")
+            continue
+        doc_id, offset, text = passages[q.passage]
+        where = locate_quote(q.quote, text)
+        if where is None:
+            errors.append(f"quotes[{n}]: not found word for word in passage {q.passage}: {q.quote!r}")
+            continue
+        span = (doc_id, offset + where[0], offset + where[1])
+        if span not in seen:
+            seen.add(span)
+            spans.append(span)
+    return spans, errors

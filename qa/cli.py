@@ -1,0 +1,75 @@
+"""The `qa` command: `qa ask QUESTION PATH...` and `qa eval DATASET_DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from qa.errors import QAError
+
+__all__ = ["main"]
+
+
+def _settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("model", "base_url", "top_k", "max_context_tokens", "chunk_tokens", "local_model")
+    return {k: getattr(args, k, None) for k in keys if getattr(args, k, None) is not None}
+
+
+def _run_ask(args: argparse.Namespace) -> int:
+    from qa.pipeline import Index
+    from qa.settings import Settings
+
+    settings = Settings.from_env(**_settings_overrides(args))
+    index = Index.from_paths(args.paths, settings)
+    answer = index.ask(args.question)
+    if args.json:
+        print(answer.model_dump_json())
+        return 0
+    print(answer)
+    if not answer.found:
+        return 0
+    if not answer.verified:
+        print("  (some citations the model gave could not be verified and were dropped)")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qa", description="Answer questions about documents, with verified citations.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log progress (-vv: every LLM call)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ask = sub.add_parser("ask", help="answer a question about .txt/.md files or folders")
+    ask.add_argument("question", help="the question to answer")
+    ask.add_argument("paths", nargs="+", help="files or folders to answer from")
+    ask.add_argument("--json", action="store_true", help="print the Answer as JSON")
+    ask.add_argument("--model", help="model name (default: $QA_MODEL, or the local model when no server is set)")
+    ask.add_argument("--base-url", dest="base_url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
+    ask.add_argument("--local-model", dest="local_model", help="a GGUF file to run locally ($QA_LOCAL_MODEL)")
+    ask.add_argument("--top-k", dest="top_k", type=int, help="BM25 hits considered for the prompt")
+    ask.add_argument("--chunk-tokens", dest="chunk_tokens", type=int, help="tokens per chunk")
+    ask.add_argument(
+        "--max-context-tokens", dest="max_context_tokens", type=int, help="cap on passage tokens in the prompt"
+    )
+    ask.set_defaults(handler=_run_ask)
+
+    from qa import evaluate
+
+    evaluate.add_cli(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return int(args.handler(args))
+    except QAError as exc:
+        print(f"qa: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

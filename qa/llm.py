@@ -1,0 +1,346 @@
+"""Calls to the model through the official openai client: structured output with fallback, and tenacity retries."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+import openai
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from qa import errors
+from qa.prompts import PromptSet
+from qa.settings import Settings
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletion
+
+__all__ = ["LLM", "LLMRequest", "LLMResponse", "OpenAILLM"]
+
+logger = logging.getLogger("qa")
+
+Mode = Literal["json_schema", "json_object", "text"]
+_MODES: tuple[Mode, ...] = ("json_schema", "json_object", "text")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class LLMRequest:
+    """One chat call: the messages and the JSON schema the reply must satisfy."""
+
+    messages: tuple[dict[str, str], ...]
+    schema: dict[str, Any]
+    schema_name: str = "answer"
+
+
+@dataclass(frozen=True, slots=True)
+class LLMResponse:
+    """The reply text and what it cost."""
+
+    content: str
+    prompt_tokens: int
+    completion_tokens: int
+    attempts: int
+    model: str
+    finish_reason: str | None = None
+
+
+class LLM(Protocol):
+    """Anything that answers an LLMRequest, synchronously and asynchronously."""
+
+    @property
+    def model(self) -> str:
+        """The model name reported in answers."""
+        ...
+
+    def complete(self, request: LLMRequest) -> LLMResponse:
+        """Answer `request`."""
+        ...
+
+    async def acomplete(self, request: LLMRequest) -> LLMResponse:
+        """Answer `request` without blocking the event loop."""
+        ...
+
+
+class _FormatRejected(Exception):
+    """The server refused the response_format we asked for."""
+
+
+def _is_format_rejection(exc: openai.APIStatusError) -> bool:
+    # llama-cpp-python's server answers an unsupported response_format with HTTP 500 and a validation
+    # message naming it; OpenAI and vLLM use 400/422. Either way it is not worth retrying.
+    if exc.status_code not in (400, 422, 500, 501):
+        return False
+    text = f"{exc.message} {json.dumps(exc.body, default=str) if exc.body is not None else ''}".lower()
+    return "response_format" in text or "json_schema" in text
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, _FormatRejected):
+        return False
+    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    # A body cut mid-way reaches us as a JSON decode error or a response validation error.
+    return isinstance(exc, (json.JSONDecodeError, openai.APIResponseValidationError))
+
+
+def _retry_after(exc: BaseException | None) -> float | None:
+    if not isinstance(exc, openai.APIStatusError):
+        return None
+    headers = exc.response.headers
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _translate(exc: BaseException, attempts: int) -> errors.QAError:
+    """Turn an openai (or decode) exception into qa's error tree."""
+    n = f" after {attempts} attempt{'s' if attempts != 1 else ''}"
+    if isinstance(exc, openai.APITimeoutError):
+        return errors.LLMTimeoutError(f"the request timed out{n}", attempts=attempts)
+    if isinstance(exc, openai.APIConnectionError):
+        return errors.LLMConnectionError(f"cannot reach the LLM server{n}: {exc}", attempts=attempts)
+    if isinstance(exc, openai.APIStatusError):
+        kw: dict[str, Any] = {
+            "status_code": exc.status_code,
+            "request_id": exc.request_id,
+            "attempts": attempts,
+            "body": exc.body,
+        }
+        message = f"HTTP {exc.status_code} from the LLM server{n}: {exc.message}"
+        if exc.status_code in (401, 403):
+            return errors.AuthenticationError(message, **kw)
+        if exc.status_code == 429:
+            return errors.RateLimitError(message, **kw)
+        if exc.status_code >= 500:
+            return errors.ServerError(message, **kw)
+        return errors.RequestRejectedError(message, **kw)
+    return errors.ServerError(f"malformed response from the LLM server{n}: {exc}", attempts=attempts)
+
+
+class OpenAILLM:
+    """Any OpenAI-compatible chat server (OpenAI, vLLM, Ollama, llama.cpp), or the embedded local model."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        prompts: PromptSet,
+        *,
+        client: openai.OpenAI | None = None,
+        async_client: openai.AsyncOpenAI | None = None,
+    ) -> None:
+        self.settings = settings
+        self.prompts = prompts
+        self._client = client
+        self._owns_client = False
+        self._async_client = async_client
+        # What the server accepted, learnt once so later questions skip rejected formats.
+        first: Mode = "json_schema" if settings.structured_output == "auto" else settings.structured_output
+        self._mode: Mode = first
+
+    @property
+    def model(self) -> str:
+        """The model name reported in answers."""
+        return self.settings.model_name
+
+    @property
+    def mode(self) -> str:
+        """The structured-output mode in use (json_schema, json_object or text)."""
+        return self._mode
+
+    # --- clients -------------------------------------------------------------------------
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "api_key": s.api_key.get_secret_value() if s.api_key else "not-needed",
+            "base_url": s.base_url,
+            "timeout": s.timeout,
+            "max_retries": 0,  # retries happen once, in this module, with tenacity
+        }
+
+    def _sync(self) -> openai.OpenAI:
+        if self._client is None:
+            if self.settings.uses_local_model:
+                from qa import local  # the llama.cpp engine is optional: imported only when used
+
+                self._client = local.sync_client(self.settings)
+            else:
+                self._client = openai.OpenAI(**self._client_kwargs())
+            self._owns_client = True
+            # Close the connection pool when this object is collected, even if close() is never called.
+            self._finalizer = weakref.finalize(self, self._client.close)
+        return self._client
+
+    def _new_async(self) -> openai.AsyncOpenAI:
+        # A fresh async client per call: an httpx pool belongs to one event loop, and callers may
+        # use several (asyncio.run per question); the connection setup is small beside an LLM call.
+        if self.settings.uses_local_model:
+            from qa import local
+
+            return local.async_client(self.settings)
+        return openai.AsyncOpenAI(**self._client_kwargs())
+
+    def close(self) -> None:
+        """Close the HTTP client this object created (an injected one is left to its owner)."""
+        if self._client is not None and self._owns_client:
+            self._finalizer()
+            self._client = None
+
+    # --- request building (shared by the sync and async shells) ---------------------------
+
+    def _kwargs(self, request: LLMRequest, mode: Mode) -> dict[str, Any]:
+        s = self.settings
+        messages = [dict(m) for m in request.messages]
+        if mode != "json_schema" and messages and messages[0]["role"] == "system":
+            # Without schema-constrained decoding the model must read the schema (json_object also
+            # requires the word JSON in the messages).
+            schema = json.dumps(request.schema, separators=(",", ":"))
+            messages[0]["content"] += self.prompts.render("json_format", schema=schema)
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": s.temperature,
+            "max_tokens": s.max_answer_tokens,
+        }
+        if s.seed is not None:
+            kwargs["seed"] = s.seed
+        if mode == "json_schema":
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": request.schema_name, "schema": request.schema, "strict": True},
+            }
+        elif mode == "json_object":
+            # OpenAI ignores "schema" here; llama.cpp's server turns it into a grammar.
+            kwargs["response_format"] = {"type": "json_object", "schema": request.schema}
+        return kwargs
+
+    def _downgrade(self, mode: Mode, exc: _FormatRejected) -> None:
+        if self.settings.structured_output != "auto" or mode == "text":
+            raise errors.RequestRejectedError(
+                f"the server rejected response_format {mode!r}: {exc.__cause__}", attempts=1
+            ) from exc.__cause__
+        self._mode = _MODES[_MODES.index(mode) + 1]
+        logger.info("server rejected response_format %s; using %s from now on", mode, self._mode)
+
+    def _retry_kwargs(self) -> dict[str, Any]:
+        s = self.settings
+        backoff = wait_exponential_jitter(multiplier=s.retry_initial_wait, max=s.retry_max_wait)
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            after = _retry_after(exc)
+            return min(after, s.retry_max_wait) if after is not None else float(backoff(state))
+
+        def log(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            logger.warning("LLM call failed (%s); retry %d", exc.__class__.__name__, state.attempt_number)
+
+        return {
+            "stop": stop_after_attempt(s.max_retries + 1) | stop_after_delay(s.retry_total_seconds),
+            "wait": wait,
+            "retry": retry_if_exception(_is_transient),
+            "before_sleep": log,
+            "reraise": True,
+        }
+
+    @staticmethod
+    def _guard(call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except openai.APIStatusError as exc:
+            if _is_format_rejection(exc):
+                raise _FormatRejected() from exc
+            raise
+
+    def _response(self, completion: ChatCompletion, attempts: int) -> LLMResponse:
+        choice = completion.choices[0] if completion.choices else None
+        content = (choice.message.content if choice else None) or ""
+        usage = completion.usage
+        result = LLMResponse(
+            content=content,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            attempts=attempts,
+            model=completion.model or self.model,
+            finish_reason=choice.finish_reason if choice else None,
+        )
+        logger.debug(
+            "LLM reply: %d prompt + %d completion tokens, %d attempt(s), finish=%s",
+            result.prompt_tokens, result.completion_tokens, attempts, result.finish_reason,
+        )  # fmt: skip
+        return result
+
+    # --- the thin sync and async shells ----------------------------------------------------
+
+    def complete(self, request: LLMRequest) -> LLMResponse:
+        """Send `request`, retrying transient failures and falling back on rejected formats."""
+        client = self._sync()
+        while True:
+            mode = self._mode
+            kwargs = self._kwargs(request, mode)
+            attempts = 0
+            try:
+                for attempt in Retrying(**self._retry_kwargs()):
+                    with attempt:
+                        attempts += 1
+                        completion = self._guard(lambda: client.chat.completions.create(**kwargs))
+                return self._response(completion, attempts)
+            except _FormatRejected as exc:
+                self._downgrade(mode, exc)
+            except (openai.OpenAIError, json.JSONDecodeError) as exc:
+                raise _translate(exc, attempts) from exc
+
+    async def acomplete(self, request: LLMRequest) -> LLMResponse:
+        """Async `complete`."""
+        if self._async_client is not None:
+            return await self._acomplete(self._async_client, request)
+        async with self._new_async() as client:
+            return await self._acomplete(client, request)
+
+    async def _acomplete(self, client: openai.AsyncOpenAI, request: LLMRequest) -> LLMResponse:
+        while True:
+            mode = self._mode
+            kwargs = self._kwargs(request, mode)
+            attempts = 0
+            try:
+                async for attempt in AsyncRetrying(**self._retry_kwargs()):
+                    with attempt:
+                        attempts += 1
+                        try:
+                            completion = await client.chat.completions.create(**kwargs)
+                        except openai.APIStatusError as exc:
+                            if _is_format_rejection(exc):
+                                raise _FormatRejected() from exc
+                            raise
+                return self._response(completion, attempts)
+            except _FormatRejected as exc:
+                self._downgrade(mode, exc)
+            except (openai.OpenAIError, json.JSONDecodeError) as exc:
+                raise _translate(exc, attempts) from exc

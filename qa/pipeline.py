@@ -1,0 +1,305 @@
+"""The one place that wires the stages: load → chunk → index → retrieve → prompt → call → verify → Answer."""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import re
+from collections.abc import Generator, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, overload
+
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from qa.answer import Answer, ChunkRef, Citation, Usage, answer_schema_model, verify_quotes
+from qa.chunking import Chunk, chunk_documents
+from qa.documents import Document, load
+from qa.errors import AnswerValidationError, InputError
+from qa.llm import LLM, LLMRequest, LLMResponse, OpenAILLM
+from qa.prompts import PromptSet, load_prompts
+from qa.retrieval import BM25Retriever, Passage, Retriever, select_passages
+from qa.settings import Settings
+from qa.tokens import encoding_for_model
+
+__all__ = ["Index", "ask"]
+
+logger = logging.getLogger("qa")
+
+OutputT = TypeVar("OutputT", bound=BaseModel)
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+# Room kept free in the context window for tokenizer differences between tiktoken and the server's model.
+_TOKEN_MARGIN = 0.10
+
+Flow = Generator[LLMRequest, LLMResponse, Answer[Any]]
+
+
+def _extract_json(content: str) -> str:
+    """The JSON object in a reply, without Markdown fences or chatter around it."""
+    if m := _FENCE.match(content):
+        return m.group(1)
+    start, end = content.find("{"), content.rfind("}")
+    return content[start : end + 1] if 0 <= start < end else content
+
+
+def _format_errors(exc: PydanticValidationError) -> list[str]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "reply"
+        out.append(f"{loc}: {err['msg']}")
+    return out
+
+
+class Index:
+    """Documents chunked and indexed for questions."""
+
+    def __init__(
+        self,
+        documents: Iterable[Document],
+        settings: Settings | None = None,
+        *,
+        llm: LLM | None = None,
+        retriever: Retriever | None = None,
+        prompts: PromptSet | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else Settings.from_env()
+        self.documents = list(documents)
+        if not self.documents:
+            raise InputError("no documents given")
+        ids = [d.id for d in self.documents]
+        if len(set(ids)) != len(ids):
+            raise InputError("document ids must be unique")
+        self._texts = {d.id: d.text for d in self.documents}
+        self.prompts = prompts if prompts is not None else load_prompts()
+        self.encoding = encoding_for_model(None if self.settings.uses_local_model else self.settings.model_name)
+        chunked = chunk_documents(
+            [(d.id, d.text) for d in self.documents],
+            encoding=self.encoding,
+            chunk_tokens=self.settings.chunk_tokens,
+            overlap_tokens=self.settings.chunk_overlap,
+        )
+        self.chunks_by_document: dict[str, list[Chunk]] = {
+            d.id: chunks for d, chunks in zip(self.documents, chunked, strict=True)
+        }
+        self.chunks = [c for chunks in chunked for c in chunks]
+        self._chunk_starts = {doc: [c.start for c in cs] for doc, cs in self.chunks_by_document.items()}
+        self.retriever = retriever if retriever is not None else BM25Retriever(self.chunks)
+        self._own_llm = llm is None
+        self.llm: LLM = llm if llm is not None else OpenAILLM(self.settings, self.prompts)
+
+    def close(self) -> None:
+        """Release the HTTP client the index created for its model."""
+        if self._own_llm and isinstance(self.llm, OpenAILLM):
+            self.llm.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @classmethod
+    def from_paths(
+        cls, paths: str | Path | Iterable[str | Path], settings: Settings | None = None, **kwargs: Any
+    ) -> Index:
+        """Load .txt/.md files or folders and index them."""
+        return cls(load(paths), settings, **kwargs)
+
+    # --- prompt ----------------------------------------------------------------------------
+
+    def _messages(self, question: str, passages: Sequence[Passage]) -> list[dict[str, str]]:
+        rendered = "\n\n".join(
+            self.prompts.render("passage", number=p.number, text=p.text.strip(), document_id=p.document_id)
+            .rstrip("\n")
+            for p in passages
+        )
+        return [
+            {"role": "system", "content": self.prompts.render("system", max_citations=self.settings.max_citations)},
+            {"role": "user", "content": self.prompts.render("user", question=question, passages=rendered)},
+        ]
+
+    def _budget(self, question: str) -> int:
+        """Passage tokens that fit beside the instructions, the question and the answer."""
+        s = self.settings
+        overhead = sum(len(self.encoding.encode_ordinary(m["content"])) for m in self._messages(question, []))
+        overhead += 600  # the JSON schema/format instructions when the server cannot take a schema
+        window = int(s.effective_context_window * (1 - _TOKEN_MARGIN))
+        budget = window - s.max_answer_tokens - overhead
+        if s.max_context_tokens is not None:
+            budget = min(budget, s.max_context_tokens)
+        return max(budget, 0)
+
+    def retrieve(self, question: str) -> list[Passage]:
+        """The passages that would be shown to the model for `question`."""
+        question = self._check_question(question)
+        return select_passages(
+            question,
+            self.chunks_by_document,
+            self._texts,
+            self.retriever,
+            budget_tokens=self._budget(question),
+            top_k=self.settings.top_k,
+        )
+
+    @staticmethod
+    def _check_question(question: str) -> str:
+        if not isinstance(question, str) or not question.strip():
+            raise InputError("the question is empty")
+        return question.strip()
+
+    # --- the answer loop, shared by ask and aask ----------------------------------------------
+
+    def _chunk_at(self, document_id: str, offset: int) -> ChunkRef:
+        chunks = self.chunks_by_document[document_id]
+        i = max(bisect.bisect_right(self._chunk_starts[document_id], offset) - 1, 0)
+        c = chunks[i]
+        return ChunkRef(index=c.index, start=c.start, end=c.end)
+
+    def _citations(self, spans: list[tuple[str, int, int]]) -> list[Citation]:
+        return [
+            Citation(
+                document_id=doc, start=start, end=end, quote=self._texts[doc][start:end],
+                chunk=self._chunk_at(doc, start),
+            )
+            for doc, start, end in spans
+        ]  # fmt: skip
+
+    def _flow(self, question: str, output: type[Any]) -> Flow:
+        s = self.settings
+        question = self._check_question(question)
+        passages = self.retrieve(question)
+        usage = Usage()
+        model_name = self.llm.model
+        if not passages:
+            logger.debug("no passage matches %r; answering not found without calling the model", question)
+            return Answer[Any](question=question, answer=None, found=False, usage=usage, model=model_name)
+        schema_model = answer_schema_model(output, s.max_citations)
+        by_number = {p.number: p.text for p in passages}
+        located = {p.number: (p.document_id, p.start, p.text) for p in passages}
+        messages = self._messages(question, passages)
+        request = LLMRequest(tuple(messages), schema_model.model_json_schema(), "answer")
+        content = ""
+        errors: list[str] = []
+        for attempt in range(1, s.max_attempts + 1):
+            reply = yield request
+            usage.calls += 1
+            usage.attempts += reply.attempts
+            usage.retries += reply.attempts - 1
+            usage.prompt_tokens += reply.prompt_tokens
+            usage.completion_tokens += reply.completion_tokens
+            model_name = reply.model or model_name
+            content = reply.content
+            try:
+                parsed = schema_model.model_validate_json(
+                    _extract_json(content), context={"passages": by_number}
+                )
+            except PydanticValidationError as exc:
+                errors = _format_errors(exc)
+            else:
+                errors = self._semantic_errors(parsed)
+                if not errors:
+                    return self._finish(question, parsed, located, usage, model_name, dropped=False)
+            logger.debug("attempt %d rejected: %s", attempt, errors)
+            if attempt < s.max_attempts:
+                usage.reasks += 1
+                messages = [
+                    *messages,
+                    {"role": "assistant", "content": content},
+                    {"role": "user", "content": self.prompts.render("reask", errors="\n".join(f"- {e}" for e in errors))},
+                ]
+                request = LLMRequest(tuple(messages), request.schema, request.schema_name)
+        # Out of attempts: keep what verifies, drop the rest, and say so.
+        try:
+            parsed = schema_model.model_validate_json(_extract_json(content))
+        except PydanticValidationError as exc:
+            raise AnswerValidationError(
+                f"the model gave no valid answer in {s.max_attempts} attempt(s): {'; '.join(errors)}",
+                attempts=s.max_attempts, last_output=content, errors=_format_errors(exc), usage=usage,
+            ) from exc  # fmt: skip
+        return self._finish(question, parsed, located, usage, model_name, dropped=True)
+
+    def _semantic_errors(self, parsed: BaseModel) -> list[str]:
+        found, answer, quotes = parsed.found, parsed.answer, parsed.quotes  # type: ignore[attr-defined]
+        if found and answer is None:
+            return ["found is true but answer is null: give the answer, or set found to false"]
+        if found and not quotes:
+            return ["found is true but quotes is empty: quote the passage words that support the answer"]
+        return []
+
+    def _finish(
+        self,
+        question: str,
+        parsed: BaseModel,
+        located: dict[int, tuple[str, int, str]],
+        usage: Usage,
+        model_name: str,
+        *,
+        dropped: bool,
+    ) -> Answer[Any]:
+        found: bool = parsed.found  # type: ignore[attr-defined]
+        answer = parsed.answer  # type: ignore[attr-defined]
+        spans, errors = verify_quotes(parsed.quotes, located)  # type: ignore[attr-defined]
+        verified = not errors
+        if not found or answer is None:
+            return Answer[Any](question=question, answer=None, found=False, usage=usage, model=model_name)
+        if not spans and self.settings.require_citations:
+            logger.info("withholding an answer none of whose citations could be verified")
+            return Answer[Any](
+                question=question, answer=None, found=False, verified=False, usage=usage, model=model_name
+            )
+        return Answer[Any](
+            question=question,
+            answer=answer,
+            found=True,
+            citations=self._citations(spans),
+            verified=verified and not dropped,
+            usage=usage,
+            model=model_name,
+        )
+
+    # --- public shells ------------------------------------------------------------------------
+
+    @overload
+    def ask(self, question: str) -> Answer[str]: ...
+    @overload
+    def ask(self, question: str, *, output: type[OutputT]) -> Answer[OutputT]: ...
+    def ask(self, question: str, *, output: type[Any] = str) -> Answer[Any]:
+        """Answer `question` from the documents, with verified citations."""
+        flow = self._flow(question, output)
+        try:
+            request = next(flow)
+            while True:
+                request = flow.send(self.llm.complete(request))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    @overload
+    async def aask(self, question: str) -> Answer[str]: ...
+    @overload
+    async def aask(self, question: str, *, output: type[OutputT]) -> Answer[OutputT]: ...
+    async def aask(self, question: str, *, output: type[Any] = str) -> Answer[Any]:
+        """Async `ask`."""
+        flow = self._flow(question, output)
+        try:
+            request = next(flow)
+            while True:
+                request = flow.send(await self.llm.acomplete(request))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+def ask(
+    question: str,
+    documents: Document | str | Path | Iterable[Document | str | Path],
+    settings: Settings | None = None,
+    **kwargs: Any,
+) -> Answer[Any]:
+    """One-liner: answer `question` from Documents and/or paths to .txt/.md files."""
+    items = [documents] if isinstance(documents, (Document, str, Path)) else list(documents)
+    docs: list[Document] = []
+    for item in items:
+        docs.extend([item] if isinstance(item, Document) else load(item))
+    output = kwargs.pop("output", str)
+    with Index(docs, settings, **kwargs) as index:
+        return index.ask(question, output=output)
+

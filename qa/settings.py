@@ -1,0 +1,157 @@
+"""One typed settings object for the whole pipeline; the only module that reads the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from qa.errors import ConfigurationError
+
+__all__ = ["Settings", "StructuredOutput"]
+
+StructuredOutput = Literal["auto", "json_schema", "json_object", "text"]
+
+# Context windows of well-known hosted models; anything else uses `Settings.context_window`
+# or this module's conservative default.
+_KNOWN_CONTEXT_WINDOWS: dict[str, int] = {
+    "gpt-4o": 128_000,
+    "gpt-4o-mini": 128_000,
+    "gpt-4.1": 1_000_000,
+    "gpt-4.1-mini": 1_000_000,
+    "gpt-4.1-nano": 1_000_000,
+    "gpt-4-turbo": 128_000,
+    "gpt-3.5-turbo": 16_385,
+    "o1": 200_000,
+    "o3": 200_000,
+    "o3-mini": 200_000,
+    "o4-mini": 200_000,
+}
+_DEFAULT_CONTEXT_WINDOW = 8_192
+_DEFAULT_HOSTED_MODEL = "gpt-4o-mini"
+
+
+class Settings(BaseModel):
+    """Every knob of `qa`, with defaults that work; unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    # --- the model -----------------------------------------------------------------------
+    model: str | None = Field(
+        None,
+        description="Model name sent to the OpenAI-compatible server (env QA_MODEL). "
+        "None: the local default when no server is configured, else gpt-4o-mini.",
+    )
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1 (env OPENAI_BASE_URL)."
+    )
+    api_key: SecretStr | None = Field(None, description="API key for the endpoint (env OPENAI_API_KEY).")
+    local_model: Path | None = Field(
+        None,
+        description="A GGUF file to run locally with llama.cpp instead of the bundled default (env QA_LOCAL_MODEL).",
+    )
+    local_context_window: int = Field(
+        4096, ge=512, description="Context window (n_ctx) given to the local llama.cpp model."
+    )
+    local_threads: int | None = Field(
+        None, ge=1, description="CPU threads for the local model; None uses every core."
+    )
+    cache_dir: Path | None = Field(
+        None, description="Where local model files are assembled (env QA_CACHE_DIR); default ~/.cache/qa."
+    )
+
+    # --- chunking and retrieval ------------------------------------------------------------
+    chunk_tokens: int = Field(256, ge=16, le=8192, description="Maximum tokens per chunk.")
+    chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks of a document.")
+    top_k: int = Field(5, ge=1, le=200, description="How many BM25 hits are considered for the prompt.")
+    context_window: int | None = Field(
+        None, ge=512, description="The model's context window in tokens; None: known value for the model or 8192."
+    )
+    max_context_tokens: int | None = Field(
+        None,
+        ge=64,
+        description="Upper bound on passage tokens put in the prompt (smaller, sharper prompts for small models); "
+        "None: as many as the context window allows.",
+    )
+
+    # --- the call -----------------------------------------------------------------------
+    max_answer_tokens: int = Field(512, ge=16, description="Completion budget (max_tokens) of each call.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
+    seed: int | None = Field(0, description="Sampling seed sent to servers that honour it.")
+    structured_output: StructuredOutput = Field(
+        "auto",
+        description="How JSON is requested: auto tries json_schema, then json_object, then plain text, "
+        "and remembers what the server accepted.",
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=10, description="LLM calls per question in all, counting re-asks after invalid output."
+    )
+    max_citations: int = Field(3, ge=1, le=20, description="Most quotes the model may give per answer.")
+    require_citations: bool = Field(
+        True, description="Withhold an answer (found=False) when none of its citations could be verified."
+    )
+
+    # --- transport ----------------------------------------------------------------------
+    timeout: float = Field(60.0, gt=0, description="Seconds before one HTTP request times out.")
+    max_retries: int = Field(4, ge=0, le=20, description="Transport retries of one call (429, 5xx, timeouts).")
+    retry_initial_wait: float = Field(0.5, ge=0, description="First backoff wait in seconds (doubles, with jitter).")
+    retry_max_wait: float = Field(30.0, ge=0, description="Longest single wait, Retry-After included.")
+    retry_total_seconds: float = Field(120.0, gt=0, description="Give up retrying one call after this long.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens ({self.chunk_tokens})"
+            )
+        return self
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from QA_* and OPENAI_* environment variables, then explicit overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for var, key in (
+            ("QA_MODEL", "model"),
+            ("OPENAI_BASE_URL", "base_url"),
+            ("OPENAI_API_KEY", "api_key"),
+            ("QA_LOCAL_MODEL", "local_model"),
+            ("QA_CACHE_DIR", "cache_dir"),
+        ):
+            if env.get(var):
+                values[key] = env[var]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConfigurationError(f"invalid settings: {exc}") from exc
+
+    @property
+    def uses_local_model(self) -> bool:
+        """True when no server is configured, so the embedded llama.cpp model answers."""
+        return self.base_url is None and self.api_key is None
+
+    @property
+    def model_name(self) -> str:
+        """The model name reported in answers and sent to the server."""
+        if self.model:
+            return self.model
+        if self.uses_local_model:
+            return "local:" + (self.local_model.name if self.local_model else "default")
+        return _DEFAULT_HOSTED_MODEL
+
+    @property
+    def effective_context_window(self) -> int:
+        """The context window used to size prompts."""
+        if self.context_window is not None:
+            return self.context_window
+        if self.uses_local_model:
+            return self.local_context_window
+        name = self.model_name
+        for known in sorted(_KNOWN_CONTEXT_WINDOWS, key=len, reverse=True):
+            if name == known or name.startswith(known + "-"):
+                return _KNOWN_CONTEXT_WINDOWS[known]
+        return _DEFAULT_CONTEXT_WINDOW
