@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
+from rapidfuzz import fuzz
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
 __all__ = [
@@ -58,6 +59,11 @@ class Citation(BaseModel):
     end: int
     quote: str
     chunk: ChunkRef
+    match: Literal["exact", "normalised", "fuzzy"] = Field(
+        "exact",
+        description="How the model's quote was found: word for word, after folding whitespace/quote marks/case, "
+        "or as a near-verbatim span with the same numbers (the quote returned is always the source's own text).",
+    )
 
 
 class Answer(BaseModel, Generic[OutputT]):
@@ -98,7 +104,8 @@ class ModelQuote(BaseModel):
     @classmethod
     def _quote_in_passage(cls, quote: str, info: ValidationInfo) -> str:
         # Checked only when validated with the passages in context; without it, structure alone.
-        passages: Mapping[int, str] | None = (info.context or {}).get("passages")
+        context = info.context or {}
+        passages: Mapping[int, str] | None = context.get("passages")
         if passages is None:
             return quote
         number = info.data.get("passage")
@@ -106,7 +113,7 @@ class ModelQuote(BaseModel):
             return quote
         if number not in passages:
             raise ValueError(f"there is no passage {number}; passages are numbered 1 to {len(passages)}")
-        if locate_quote(quote, passages[number]) is None:
+        if locate_quote(quote, passages[number], fuzzy=context.get("fuzzy")) is None:
             raise ValueError(f"this quote is not in passage {number}: {quote!r}")
         return quote
 
@@ -115,7 +122,7 @@ _SCHEMA_MODELS: dict[tuple[Any, int], type[BaseModel]] = {}
 
 
 def answer_schema_model(output: Any = str, max_citations: int = 3) -> type[BaseModel]:
-    """The Pydantic model the model's JSON must satisfy: quotes first, then found, then the answer."""
+    """The Pydantic model the model's JSON must satisfy: {"result": null} or {"result": {"answer", "quotes"}}."""
     key = (output, max_citations)
     if key not in _SCHEMA_MODELS:
         _SCHEMA_MODELS[key] = _build_schema_model(output, max_citations)
@@ -123,16 +130,28 @@ def answer_schema_model(output: Any = str, max_citations: int = 3) -> type[BaseM
 
 
 def _build_schema_model(output: Any, max_citations: int) -> type[BaseModel]:
-    answer_type: Any = output | None
-    return create_model(
-        "QAResponse" if output is str else f"QAResponse_{getattr(output, '__name__', 'Output')}",
+    # {"result": null} when the passages do not say; otherwise the answer and at least one quote.
+    # Nesting the quotes under a nullable result lets schema-constrained decoding require evidence
+    # for every answer while still allowing a plain "not found", and keeps the root an object.
+    suffix = "" if output is str else f"_{getattr(output, '__name__', 'Output')}"
+    cited = create_model(
+        "CitedAnswer" + suffix,
         __config__=ConfigDict(extra="forbid"),
+        answer=(output, Field(description="The answer, taken from the passages.")),
         quotes=(
             list[ModelQuote],
-            Field(description="Evidence copied from the passages; [] when not found.", max_length=max_citations),
+            Field(
+                description="Sentences copied exactly from the passages that contain the answer.",
+                min_length=1,
+                max_length=max_citations,
+            ),
         ),
-        found=(bool, Field(description="True only if the passages answer the question.")),
-        answer=(answer_type, Field(description="The answer drawn from the quotes; null when not found.")),
+    )
+    result_type: Any = cited | None
+    return create_model(
+        "QAResponse" + suffix,
+        __config__=ConfigDict(extra="forbid"),
+        result=(result_type, Field(description="null when the passages do not contain the answer.")),
     )
 
 
@@ -178,34 +197,75 @@ def _normalise(text: str) -> _Normalised:
     return _Normalised("".join(out), origin)
 
 
-def locate_quote(quote: str, source: str) -> tuple[int, int] | None:
-    """Where `quote` stands in `source`, exactly or after whitespace/quote-mark/case folding; None if absent."""
+MatchKind = Literal["exact", "normalised", "fuzzy"]
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_FUZZY_MIN_CHARS = 20
+
+
+def _numbers(text: str) -> list[str]:
+    return sorted(n.replace(",", "") for n in _NUMBER.findall(text))
+
+
+def _snap_to_words(source: str, start: int, end: int) -> tuple[int, int]:
+    """Widen a span that starts inside a word to the word's start; cut a partial word off its end."""
+    while start > 0 and source[start - 1].isalnum() and source[start].isalnum():
+        start -= 1
+    if end < len(source) and source[end - 1].isalnum() and source[end].isalnum():
+        cut = end
+        while cut > start and not source[cut - 1].isspace():
+            cut -= 1
+        if cut > start:
+            end = cut
+    while start < end and (source[start].isspace() or source[start] in ",;:.)]}"):
+        start += 1
+    while end > start and source[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def locate_quote(quote: str, source: str, *, fuzzy: float | None = None) -> tuple[int, int, MatchKind] | None:
+    """Where `quote` stands in `source`: exactly, after whitespace/quote-mark/case folding, or (when `fuzzy`
+    is a score from 0 to 100) as the best near-verbatim span with the same numbers; None if absent."""
     stripped = quote.strip().strip('"').strip()
     if not stripped:
         return None
     exact = source.find(stripped)
     if exact >= 0:
-        return exact, exact + len(stripped)
+        return exact, exact + len(stripped), "exact"
     needle = _normalise(stripped).text.strip()
     if not needle:
         return None
     hay = _normalise(source)
     pos = hay.text.find(needle)
-    if pos < 0:
+    if pos >= 0:
+        return hay.origin[pos], hay.origin[pos + len(needle) - 1] + 1, "normalised"
+    if fuzzy is None or len(needle) < _FUZZY_MIN_CHARS or len(needle) > len(hay.text):
         return None
-    start = hay.origin[pos]
-    end = hay.origin[pos + len(needle) - 1] + 1
-    return start, end
+    # A small model often copies a sentence with a word changed or dropped. Accept the best-aligned
+    # span only when it is nearly identical and states exactly the same numbers, so "40,000" can
+    # never be matched to "4,000".
+    aligned = fuzz.partial_ratio_alignment(needle, hay.text, score_cutoff=fuzzy)
+    if aligned is None or aligned.dest_end <= aligned.dest_start:
+        return None
+    start = hay.origin[aligned.dest_start]
+    end = hay.origin[aligned.dest_end - 1] + 1
+    start, end = _snap_to_words(source, start, end)
+    span = source[start:end]
+    if not span or _numbers(span) != _numbers(stripped):
+        return None
+    if fuzz.ratio(needle, _normalise(span).text) < fuzzy:
+        return None
+    return start, end, "fuzzy"
 
 
 def verify_quotes(
-    quotes: Sequence[ModelQuote], passages: Mapping[int, tuple[str, int, str]]
-) -> tuple[list[tuple[str, int, int]], list[str]]:
+    quotes: Sequence[ModelQuote], passages: Mapping[int, tuple[str, int, str]], *, fuzzy: float | None = None
+) -> tuple[list[tuple[str, int, int, MatchKind]], list[str]]:
     """Map each quote to (document_id, start, end) in its document; also return one error per quote that fails.
 
     `passages` maps passage number to (document_id, document offset of the passage, passage text).
     """
-    spans: list[tuple[str, int, int]] = []
+    spans: list[tuple[str, int, int, MatchKind]] = []
     errors: list[str] = []
     seen: set[tuple[str, int, int]] = set()
     for n, q in enumerate(quotes):
@@ -213,12 +273,12 @@ def verify_quotes(
             errors.append(f"quotes[{n}]: there is no passage {q.passage}")
             continue
         doc_id, offset, text = passages[q.passage]
-        where = locate_quote(q.quote, text)
+        where = locate_quote(q.quote, text, fuzzy=fuzzy)
         if where is None:
             errors.append(f"quotes[{n}]: not found word for word in passage {q.passage}: {q.quote!r}")
             continue
         span = (doc_id, offset + where[0], offset + where[1])
         if span not in seen:
             seen.add(span)
-            spans.append(span)
+            spans.append((*span, where[2]))
     return spans, errors

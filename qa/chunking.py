@@ -34,7 +34,7 @@ _BATCH_CHARS = 1 << 16
 _BATCH_ITEMS = 64
 # Sentence ends are looked for in windows of the text; blingfire also sees this many characters
 # on each side so that it can judge the sentence ends near a window's edges.
-_MARGIN = 32
+_MARGIN = 24
 # How far before (chunk limit - overlap) the first window for a chunk's last sentence end starts.
 _LOOK_BACK_TOKENS = 32
 
@@ -43,6 +43,11 @@ _LOOK_BACK_TOKENS = 32
 _BREAK = re.compile(r"\n(?:[^\S\n]*\n)*([^\S\r\n]*)(?=\S)")
 _HSPACE_TO_TEXT = re.compile(r"[^\S\r\n]+(?=\S)")
 _VISIBLE = re.compile(r"\S")
+# Characters after which blingfire may end a sentence; a window without any is not sent to it.
+_TERMINATOR = re.compile(
+    "[.!?\u2026\u203c\u203d\u2047-\u2049\u0589\u061f\u06d4\u0964\u0965\u1362"
+    "\u3002\uff01\uff0e\uff1f\uff61\u2028\u2029]"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,12 +182,13 @@ def _additive(encoding: tiktoken.Encoding) -> bool:
 def _token_char_starts(encoding: tiktoken.Encoding) -> npt.NDArray[np.int64]:
     """For every ordinary token id of `encoding`, how many UTF-8 characters start inside its bytes."""
     ranks = encoding._mergeable_ranks
-    table = np.zeros(encoding.n_vocab, dtype=np.int64)
-    ids = np.fromiter(ranks.values(), dtype=np.int64, count=len(ranks))
+    tokens = list(ranks)
+    ids = np.fromiter(ranks.values(), dtype=np.int64, count=len(tokens))
+    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
     # a byte starts a character unless it is a continuation byte (0b10xxxxxx)
-    table[ids] = np.fromiter(
-        (sum((byte & 0xC0) != 0x80 for byte in token) for token in ranks), dtype=np.int64, count=len(ranks)
-    )
+    starts = ((np.frombuffer(b"".join(tokens), dtype=np.uint8) & 0xC0) != 0x80).astype(np.int64)
+    table = np.zeros(encoding.n_vocab, dtype=np.int64)
+    table[ids] = np.add.reduceat(starts, np.cumsum(lengths) - lengths)
     return table
 
 
@@ -264,7 +270,7 @@ def _sentence_splitter() -> Callable[[bytes], list[int]]:
         )
         if written <= 0 or written > size:
             return []
-        count = out.raw[:written].count(b"\n") + 1
+        count = ctypes.string_at(out, written).count(b"\n") + 1
         found: list[int] = starts[1:count]
         return found
 
@@ -321,7 +327,7 @@ class _Chunker:
         return self.n if j >= self.total else self.ends[j - 1]
 
     def last_before(self, cuts: list[int], limit: int, x_limit: int) -> tuple[int, int]:
-        """The last of `cuts` (sorted offsets) with at most `limit` tokens before it: (offset, tokens); (-1, 0) if none."""
+        """The last of the sorted offsets `cuts` with at most `limit` tokens before it: (offset, tokens), or (-1, 0)."""
         i = bisect.bisect_right(cuts, x_limit) - 1
         while i >= 0:
             tp = self.t(cuts[i])
@@ -351,6 +357,8 @@ class _Chunker:
     def _split(self, lo: int, hi: int) -> tuple[list[int], list[int], list[bool]]:
         text = self.text
         x0, x1 = max(0, lo - _MARGIN), min(self.n, hi + _MARGIN)
+        if _TERMINATOR.search(text, x0, x1) is None:
+            return [], [], []
         piece = text[x0:x1]
         data = piece.encode("utf-8")
         offsets = _sentence_splitter()(data)
@@ -403,7 +411,7 @@ class _Chunker:
             exact = self.count(a, a_clean, ta, self.n, True, self.total)
             if exact <= budget:
                 return self.n, True, self.total, exact
-        fill = ta + max(1, budget // 2)
+        fill = ta + max(1, int(budget * _MIN_FILL))
         fallback: list[tuple[int, bool, int]] = []
 
         def fits(b: int, b_clean: bool, tb: int) -> int | None:

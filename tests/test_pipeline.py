@@ -16,8 +16,10 @@ Q4000 = "Zelenskyy put the number of killed or wounded North Koreans at 4,000"
 Q1200 = "U.S. estimates are lower, at around 1,200"
 
 
-def reply(quotes: list[tuple[int, str]], answer: Any, found: bool = True) -> dict[str, Any]:
-    return {"quotes": [{"passage": p, "quote": q} for p, q in quotes], "found": found, "answer": answer}
+def reply(quotes: list[tuple[int, str]], answer: Any) -> dict[str, Any]:
+    if answer is None:
+        return {"result": None}
+    return {"result": {"answer": answer, "quotes": [{"passage": p, "quote": q} for p, q in quotes]}}
 
 
 GOOD = reply([(1, Q4000), (1, Q1200)], "4,000 killed or wounded per Zelenskyy; about 1,200 per U.S. estimates")
@@ -44,7 +46,8 @@ def test_cited_answer_on_seed_article(server: OpenAIServer, settings: qa.Setting
     # The whole article fits, so it is sent whole as passage [1], with a JSON schema response_format.
     sent = server.requests[0]
     assert sent["response_format"]["type"] == "json_schema"
-    assert sent["response_format"]["json_schema"]["schema"]["required"] == ["quotes", "found", "answer"]
+    schema = sent["response_format"]["json_schema"]["schema"]
+    assert schema["required"] == ["result"] and schema["$defs"]["CitedAnswer"]["required"] == ["answer", "quotes"]
     assert "[1] " + seed_doc.text.strip()[:40] in sent["messages"][1]["content"]
     assert sent["max_tokens"] == settings.max_answer_tokens and sent["temperature"] == 0.0
     server.assert_done()
@@ -111,7 +114,7 @@ def test_output_that_never_parses_raises_with_details(
 
 
 def test_abstention(server: OpenAIServer, settings: qa.Settings, seed_doc: qa.Document) -> None:
-    server.reply_json(reply([], None, found=False))
+    server.reply_json(reply([], None))
     answer = qa.Index([seed_doc], settings).ask("What was the weather in Kursk?")
     assert answer.found is False and answer.answer is None and answer.citations == []
     assert str(answer) == "Not found in the documents."
