@@ -241,6 +241,7 @@ def figures(results: list[Any], extras: list[dict[str, Any]]) -> dict[str, Any]:
         "cited_chars_mean": _mean([float(n) for n in cited]),
         "citations_per_answer": _mean([float(len(r.citations)) for r in results if r.found]),
         "requests_mean": _mean([float(r.usage.attempts) for r in results if r.usage is not None]),
+        "calls_mean": _mean([float(r.usage.calls) for r in results if r.usage is not None]),
         "index_seconds_total": sum(e.get("index_seconds") or 0.0 for e in extras),
         "model_quote_verbatim": (
             sum(1 for c in model_quotes if c.get("model_quote_verbatim")) / len(model_quotes) if model_quotes else None
@@ -277,7 +278,8 @@ def table(figs: dict[str, dict[str, Any]], systems: list[str]) -> str:
         ("cited characters / citation", "num0", lambda f: f["cited_chars_mean"]),
         ("prompt tokens / question", "num0", lambda f: f["summary"]["prompt_tokens_mean"]),
         ("completion tokens / question", "num0", lambda f: f["summary"]["completion_tokens_mean"]),
-        ("HTTP requests / question", "num2", lambda f: f["requests_mean"]),
+        ("completions (HTTP 200) / question", "num2", lambda f: f.get("calls_mean")),
+        ("HTTP requests / question (refused ones too)", "num2", lambda f: f["requests_mean"]),
         ("seconds / question (mean)", "num2", lambda f: f["seconds_mean"]),
         ("seconds / question (median)", "num2", lambda f: f["summary"]["latency_median"]),
         ("errors", "int", lambda f: f["summary"]["errors"]),

@@ -125,8 +125,8 @@ class Index:
         overhead += 600  # the JSON schema/format instructions when the server cannot take a schema
         window = int(s.effective_context_window * (1 - _TOKEN_MARGIN))
         budget = window - s.max_answer_tokens - overhead
-        if s.max_context_tokens is not None:
-            budget = min(budget, s.max_context_tokens)
+        if (cap := s.effective_max_context_tokens) is not None:
+            budget = min(budget, cap)
         return max(budget, 0)
 
     def retrieve(self, question: str) -> list[Passage]:

@@ -32,6 +32,7 @@ _KNOWN_CONTEXT_WINDOWS: dict[str, int] = {
 }
 _DEFAULT_CONTEXT_WINDOW = 8_192
 _DEFAULT_HOSTED_MODEL = "gpt-4o-mini"
+_LOCAL_MAX_CONTEXT_TOKENS = 1024
 
 
 class Settings(BaseModel):
@@ -73,8 +74,8 @@ class Settings(BaseModel):
     max_context_tokens: int | None = Field(
         None,
         ge=64,
-        description="Upper bound on passage tokens put in the prompt (smaller, sharper prompts for small models); "
-        "None: as many as the context window allows.",
+        description="Upper bound on passage tokens put in the prompt. None: 1024 for the local model (a small model "
+        "reads a short, sharp context better, and every prompt token costs CPU time), else as many as fit.",
     )
 
     # --- the call -----------------------------------------------------------------------
@@ -150,6 +151,13 @@ class Settings(BaseModel):
         if self.uses_local_model:
             return "local:" + (self.local_model.name if self.local_model else "default")
         return _DEFAULT_HOSTED_MODEL
+
+    @property
+    def effective_max_context_tokens(self) -> int | None:
+        """The cap on passage tokens actually applied."""
+        if self.max_context_tokens is not None:
+            return self.max_context_tokens
+        return _LOCAL_MAX_CONTEXT_TOKENS if self.uses_local_model else None
 
     @property
     def effective_context_window(self) -> int:
