@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import importlib.metadata
 import importlib.resources
+import json
 import os
 import platform
 import shutil
@@ -122,9 +123,6 @@ def snapshot_qa(dest: Path) -> dict[str, Any]:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO / "qa", dest / "qa", ignore=ignore)
     shutil.copytree(REPO / "prompts", dest / "qa" / "prompt_templates", ignore=ignore)
-    digest = hashlib.sha256()
-    for path in sorted(p for p in (dest / "qa").rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(dest)).encode() + b"\0" + path.read_bytes())
 
     def git(*args: str) -> str:
         try:
@@ -134,9 +132,31 @@ def snapshot_qa(dest: Path) -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    return {
+    info = {
         "path": str(dest),
         "git_commit": git("rev-parse", "HEAD").strip(),
         "uncommitted": [line[3:] for line in git("status", "--porcelain", "--", "qa", "prompts").splitlines()],
-        "sha256": digest.hexdigest(),
+        "sha256": _tree_sha256(dest),
     }
+    (dest / "SNAPSHOT.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return info
+
+
+def _tree_sha256(dest: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in (dest / "qa").rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(dest)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def describe_snapshot(dest: Path) -> dict[str, Any]:
+    """What snapshot_qa recorded for an existing copy (re-hashed, to be sure it is unchanged)."""
+    if not (dest / "qa").is_dir():
+        raise SystemExit(f"no qa copy at {dest}")
+    marker = dest / "SNAPSHOT.json"
+    info: dict[str, Any] = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {"path": str(dest)}
+    sha = _tree_sha256(dest)
+    if info.get("sha256", sha) != sha:
+        raise SystemExit(f"the qa copy at {dest} changed since it was made")
+    info["sha256"] = sha
+    return info

@@ -33,7 +33,7 @@ from typing import Any, TextIO
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import fill_tiktoken_cache, free_port, machine, snapshot_qa, versions  # noqa: E402
+from _common import describe_snapshot, fill_tiktoken_cache, free_port, machine, snapshot_qa, versions  # noqa: E402
 from _proxy import CountingProxy  # noqa: E402
 
 SYSTEMS = ("qa", "llamaindex", "langchain")
@@ -63,7 +63,7 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Server:
-        self._log = self.log_path.open("wb")
+        self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             self._wait_ready()
@@ -335,6 +335,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per question before a system is restarted")
     p.add_argument("--out", type=Path, default=HERE / "out")
     p.add_argument(
+        "--resume", type=Path, default=None, metavar="ITEMS_JSONL",
+        help="continue an interrupted run (same flags): reuse its qa copy, skip what it finished, append to it",
+    )  # fmt: skip
+    p.add_argument(
         "--report", type=Path, default=None, metavar="ITEMS_JSONL",
         help="only print the table of a (possibly unfinished) run from its .items.jsonl: items every system finished",
     )  # fmt: skip
@@ -378,13 +382,22 @@ def main(argv: list[str] | None = None) -> int:
 
     # Measure one fixed copy of qa (the working tree may be edited while this runs).
     args.out.mkdir(parents=True, exist_ok=True)
-    run_id = time.strftime("%Y%m%d-%H%M%S")
-    stem = args.out / f"compare-{run_id}"
-    snapshot = snapshot_qa(Path(f"{stem}.qa-src"))
+    done: dict[tuple[str, str], dict[str, Any]] = {}
+    if args.resume is not None:
+        stem = args.resume.with_name(args.resume.name.removesuffix(".items.jsonl"))
+        snapshot = describe_snapshot(Path(f"{stem}.qa-src"))
+        for line in args.resume.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done[(row["system"], row["result"]["id"])] = row
+    else:
+        run_id = time.strftime("%Y%m%d-%H%M%S")
+        stem = args.out / f"compare-{run_id}"
+        snapshot = snapshot_qa(Path(f"{stem}.qa-src"))
     sys.path.insert(0, snapshot["path"])
 
     import qa.local
-    from qa.evaluate import filter_split, load_dataset, sample_items
+    from qa.evaluate import ItemResult, filter_split, load_dataset, sample_items
 
     if not qa.__file__ or not qa.__file__.startswith(snapshot["path"]):
         raise SystemExit(f"qa was imported from {qa.__file__}, not from the snapshot {snapshot['path']}")
@@ -426,11 +439,16 @@ def main(argv: list[str] | None = None) -> int:
                     where = workers[s].ready.get("versions", {}).get("qa_imported_from", snapshot["path"])
                     if not where.startswith(snapshot["path"]):
                         raise SystemExit(f"the qa worker imported qa from {where}, not from the snapshot")
-                with open(f"{stem}.items.jsonl", "w", encoding="utf-8") as progress:
+                with open(f"{stem}.items.jsonl", "a" if done else "w", encoding="utf-8") as progress:
                     for i, item in enumerate(items):
                         texts = {d: dataset.text(d) for d in item.index_doc_ids}
                         order = systems[i % len(systems) :] + systems[: i % len(systems)]
                         for s in order:
+                            if (s, item.id) in done:  # finished before the run was interrupted
+                                row = done[(s, item.id)]
+                                results[s].append(ItemResult.model_validate(row["result"]))
+                                extras[s].append(row["extra"])
+                                continue
                             proxy.reset()
                             reply = workers[s].ask(list(item.index_doc_ids), item.question, args.timeout)
                             counts = proxy.take().as_dict()
@@ -461,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "started": started_at,
+        "resumed_from": str(args.resume) if args.resume is not None else None,
         "wall_seconds": wall,
         "config": {
             "dataset": dataset.name, "split": args.split, "limit": args.limit, "seed": args.seed,

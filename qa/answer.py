@@ -137,7 +137,10 @@ def _build_schema_model(output: Any, max_citations: int) -> type[BaseModel]:
     cited = create_model(
         "CitedAnswer" + suffix,
         __config__=ConfigDict(extra="forbid"),
-        answer=(output, Field(description="The answer, taken from the passages.")),
+        # A bound on free-text answers keeps a small model's grammar-constrained output from running to max_tokens.
+        answer=(output, Field(description="The answer, taken from the passages.", max_length=600))
+        if output is str
+        else (output, Field(description="The answer, taken from the passages.")),
         quotes=(
             list[ModelQuote],
             Field(
