@@ -113,6 +113,8 @@ class ModelQuote(BaseModel):
             return quote
         if number not in passages:
             raise ValueError(f"there is no passage {number}; passages are numbered 1 to {len(passages)}")
+        if _too_short(quote):
+            raise ValueError(f"this quote is too short to show anything: {quote!r}; copy the whole sentence")
         if locate_quote(quote, passages[number], fuzzy=context.get("fuzzy")) is None:
             raise ValueError(f"this quote is not in passage {number}: {quote!r}")
         return quote
@@ -201,6 +203,12 @@ def _normalise(text: str) -> _Normalised:
 
 
 MatchKind = Literal["exact", "normalised", "fuzzy"]
+_WORD = re.compile(r"\w+")
+
+
+def _too_short(quote: str) -> bool:
+    """A quote of fewer than two words ("1", "Tuva") is found almost anywhere and proves nothing."""
+    return len(_WORD.findall(quote)) < 2
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _FUZZY_MIN_CHARS = 20
 
@@ -276,6 +284,9 @@ def verify_quotes(
             errors.append(f"quotes[{n}]: there is no passage {q.passage}")
             continue
         doc_id, offset, text = passages[q.passage]
+        if _too_short(q.quote):
+            errors.append(f"quotes[{n}]: too short to show anything: {q.quote!r}")
+            continue
         where = locate_quote(q.quote, text, fuzzy=fuzzy)
         if where is None:
             errors.append(f"quotes[{n}]: not found word for word in passage {q.passage}: {q.quote!r}")

@@ -92,6 +92,14 @@ def test_citation_that_stays_invalid_is_dropped(
     check_citations(answer, seed_doc)
 
 
+def test_one_word_quotes_do_not_count(server: OpenAIServer, settings: qa.Settings, seed_doc: qa.Document) -> None:
+    for _ in range(settings.max_attempts):
+        server.reply_json(reply([(1, "1")], "4"))  # what SmolLM2-135M answered: "1" occurs in the article
+    answer = qa.Index([seed_doc], settings).ask("How many casualties?")
+    assert not answer.found and answer.citations == []
+    assert "too short" in server.requests[1]["messages"][-1]["content"]
+
+
 def test_answer_with_no_verifiable_citation_is_withheld(
     server: OpenAIServer, settings: qa.Settings, seed_doc: qa.Document
 ) -> None:
