@@ -7,9 +7,8 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import openai
 from tenacity import (
@@ -35,7 +34,6 @@ logger = logging.getLogger("qa")
 
 Mode = Literal["json_schema", "json_object", "text"]
 _MODES: tuple[Mode, ...] = ("json_schema", "json_object", "text")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +74,6 @@ class LLM(Protocol):
         ...
 
 
-class _FormatRejected(Exception):
-    """The server refused the response_format we asked for."""
-
-
 def _is_format_rejection(exc: openai.APIStatusError) -> bool:
     # llama-cpp-python's server answers an unsupported response_format with HTTP 500 and a validation
     # message naming it; OpenAI and vLLM use 400/422. Either way it is not worth retrying.
@@ -90,11 +84,11 @@ def _is_format_rejection(exc: openai.APIStatusError) -> bool:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, _FormatRejected):
-        return False
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
         return True
     if isinstance(exc, openai.APIStatusError):
+        if _is_format_rejection(exc):  # a 500 from llama.cpp's server, but retrying cannot help
+            return False
         return exc.status_code in (408, 409, 429) or exc.status_code >= 500
     # A body cut mid-way reaches us as a JSON decode error or a response validation error.
     return isinstance(exc, (json.JSONDecodeError, openai.APIResponseValidationError))
@@ -241,11 +235,16 @@ class OpenAILLM:
             kwargs["response_format"] = {"type": "json_object", "schema": request.schema}
         return kwargs
 
-    def _downgrade(self, mode: Mode, exc: _FormatRejected) -> None:
+    def _downgrade_or_raise(self, mode: Mode, exc: BaseException, attempts: int) -> None:
+        """After a failed call: step down to the next structured-output mode if the server refused this
+        one (and the settings allow it), else raise the failure as a qa error."""
+        rejected = isinstance(exc, openai.APIStatusError) and _is_format_rejection(exc)
+        if not rejected:
+            raise _translate(exc, attempts) from exc
         if self.settings.structured_output != "auto" or mode == "text":
             raise errors.RequestRejectedError(
-                f"the server rejected response_format {mode!r}: {exc.__cause__}", attempts=1
-            ) from exc.__cause__
+                f"the server rejected response_format {mode!r}: {exc}", attempts=attempts
+            ) from exc
         self._mode = _MODES[_MODES.index(mode) + 1]
         logger.info("server rejected response_format %s; using %s from now on", mode, self._mode)
 
@@ -269,15 +268,6 @@ class OpenAILLM:
             "before_sleep": log,
             "reraise": True,
         }
-
-    @staticmethod
-    def _guard(call: Callable[[], T]) -> T:
-        try:
-            return call()
-        except openai.APIStatusError as exc:
-            if _is_format_rejection(exc):
-                raise _FormatRejected() from exc
-            raise
 
     def _response(self, completion: ChatCompletion, attempts: int) -> LLMResponse:
         choice = completion.choices[0] if completion.choices else None
@@ -311,12 +301,10 @@ class OpenAILLM:
                 for attempt in Retrying(**self._retry_kwargs()):
                     with attempt:
                         attempts += 1
-                        completion = self._guard(lambda: client.chat.completions.create(**kwargs))
+                        completion = client.chat.completions.create(**kwargs)
                 return self._response(completion, attempts)
-            except _FormatRejected as exc:
-                self._downgrade(mode, exc)
             except (openai.OpenAIError, json.JSONDecodeError) as exc:
-                raise _translate(exc, attempts) from exc
+                self._downgrade_or_raise(mode, exc, attempts)
 
     async def acomplete(self, request: LLMRequest) -> LLMResponse:
         """Async `complete`."""
@@ -334,14 +322,7 @@ class OpenAILLM:
                 async for attempt in AsyncRetrying(**self._retry_kwargs()):
                     with attempt:
                         attempts += 1
-                        try:
-                            completion = await client.chat.completions.create(**kwargs)
-                        except openai.APIStatusError as exc:
-                            if _is_format_rejection(exc):
-                                raise _FormatRejected() from exc
-                            raise
+                        completion = await client.chat.completions.create(**kwargs)
                 return self._response(completion, attempts)
-            except _FormatRejected as exc:
-                self._downgrade(mode, exc)
             except (openai.OpenAIError, json.JSONDecodeError) as exc:
-                raise _translate(exc, attempts) from exc
+                self._downgrade_or_raise(mode, exc, attempts)
