@@ -17,6 +17,7 @@ __all__ = [
     "ModelQuote",
     "Usage",
     "answer_schema_model",
+    "find_quote",
     "locate_quote",
 ]
 
@@ -93,12 +94,15 @@ class Answer(BaseModel, Generic[OutputT]):
 
 
 class ModelQuote(BaseModel):
-    """One quote the model gives as evidence, copied from a numbered passage."""
+    # One quote the model gives as evidence, copied from a numbered passage. (A comment, not a
+    # docstring: pydantic would put a docstring into the JSON schema shown to the model.)
 
     model_config = ConfigDict(extra="forbid")
 
-    passage: int = Field(description="Number of the passage the quote is copied from.")
-    quote: str = Field(description="Words copied exactly from that passage.", min_length=1, max_length=400)
+    # No descriptions: the system prompt explains the fields, and in json_object mode the schema is
+    # part of every prompt, so each word here costs tokens on every call.
+    passage: int
+    quote: str = Field(min_length=1, max_length=400)
 
     @field_validator("quote")
     @classmethod
@@ -111,11 +115,11 @@ class ModelQuote(BaseModel):
         number = info.data.get("passage")
         if number is None:
             return quote
-        if number not in passages:
-            raise ValueError(f"there is no passage {number}; passages are numbered 1 to {len(passages)}")
         if _too_short(quote):
             raise ValueError(f"this quote is too short to show anything: {quote!r}; copy the whole sentence")
-        if locate_quote(quote, passages[number], fuzzy=context.get("fuzzy")) is None:
+        if find_quote(quote, number, passages, fuzzy=context.get("fuzzy")) is None:
+            if number not in passages:
+                raise ValueError(f"there is no passage {number}; passages are numbered 1 to {len(passages)}")
             raise ValueError(f"this quote is not in passage {number}: {quote!r}")
         return quote
 
@@ -140,23 +144,14 @@ def _build_schema_model(output: Any, max_citations: int) -> type[BaseModel]:
         "CitedAnswer" + suffix,
         __config__=ConfigDict(extra="forbid"),
         # A bound on free-text answers keeps a small model's grammar-constrained output from running to max_tokens.
-        answer=(output, Field(description="The answer, taken from the passages.", max_length=600))
-        if output is str
-        else (output, Field(description="The answer, taken from the passages.")),
-        quotes=(
-            list[ModelQuote],
-            Field(
-                description="Sentences copied exactly from the passages that contain the answer.",
-                min_length=1,
-                max_length=max_citations,
-            ),
-        ),
+        answer=(output, Field(max_length=600)) if output is str else (output, ...),
+        quotes=(list[ModelQuote], Field(min_length=1, max_length=max_citations)),
     )
     result_type: Any = cited | None
     return create_model(
         "QAResponse" + suffix,
         __config__=ConfigDict(extra="forbid"),
-        result=(result_type, Field(description="null when the passages do not contain the answer.")),
+        result=(result_type, ...),
     )
 
 
@@ -269,6 +264,19 @@ def locate_quote(quote: str, source: str, *, fuzzy: float | None = None) -> tupl
     return start, end, "fuzzy"
 
 
+def find_quote(
+    quote: str, number: int, passages: Mapping[int, str], *, fuzzy: float | None = None
+) -> tuple[int, tuple[int, int, MatchKind]] | None:
+    """The passage holding `quote` and where in it: the passage the model named first, then the others
+    (small models often copy a sentence correctly but give it the wrong number)."""
+    if number in passages and (where := locate_quote(quote, passages[number], fuzzy=fuzzy)) is not None:
+        return number, where
+    for other, text in passages.items():
+        if other != number and (where := locate_quote(quote, text, fuzzy=fuzzy)) is not None:
+            return other, where
+    return None
+
+
 def verify_quotes(
     quotes: Sequence[ModelQuote], passages: Mapping[int, tuple[str, int, str]], *, fuzzy: float | None = None
 ) -> tuple[list[tuple[str, int, int, MatchKind]], list[str]]:
@@ -280,17 +288,16 @@ def verify_quotes(
     errors: list[str] = []
     seen: set[tuple[str, int, int]] = set()
     for n, q in enumerate(quotes):
-        if q.passage not in passages:
-            errors.append(f"quotes[{n}]: there is no passage {q.passage}")
-            continue
-        doc_id, offset, text = passages[q.passage]
         if _too_short(q.quote):
             errors.append(f"quotes[{n}]: too short to show anything: {q.quote!r}")
             continue
-        where = locate_quote(q.quote, text, fuzzy=fuzzy)
-        if where is None:
-            errors.append(f"quotes[{n}]: not found word for word in passage {q.passage}: {q.quote!r}")
+        found = find_quote(q.quote, q.passage, {k: v[2] for k, v in passages.items()}, fuzzy=fuzzy)
+        if found is None:
+            where_named = f"passage {q.passage}" if q.passage in passages else f"any passage (no passage {q.passage})"
+            errors.append(f"quotes[{n}]: not found word for word in {where_named}: {q.quote!r}")
             continue
+        doc_id, offset, _ = passages[found[0]]
+        where = found[1]
         span = (doc_id, offset + where[0], offset + where[1])
         if span not in seen:
             seen.add(span)

@@ -74,12 +74,21 @@ class LLM(Protocol):
         ...
 
 
+# llama-cpp-python's server rejects "json_schema" with this validation message; its "json_object"
+# takes a "schema" and decodes with a grammar made from it.
+_LLAMA_CPP_FORMATS = "input should be 'text' or 'json_object'"
+
+
+def _error_text(exc: openai.APIStatusError) -> str:
+    return f"{exc.message} {json.dumps(exc.body, default=str) if exc.body is not None else ''}".lower()
+
+
 def _is_format_rejection(exc: openai.APIStatusError) -> bool:
     # llama-cpp-python's server answers an unsupported response_format with HTTP 500 and a validation
     # message naming it; OpenAI and vLLM use 400/422. Either way it is not worth retrying.
     if exc.status_code not in (400, 422, 500, 501):
         return False
-    text = f"{exc.message} {json.dumps(exc.body, default=str) if exc.body is not None else ''}".lower()
+    text = _error_text(exc)
     return "response_format" in text or "json_schema" in text
 
 
@@ -138,6 +147,24 @@ def _translate(exc: BaseException, attempts: int) -> errors.QAError:
     return errors.ServerError(f"malformed response from the LLM server{n}: {exc}", attempts=attempts)
 
 
+def _without_titles(schema: Any) -> Any:
+    """A JSON schema without pydantic's "title" keys: the model does not need them in its prompt."""
+    if isinstance(schema, dict):
+        props = schema.get("properties")
+        return {
+            k: (
+                {name: _without_titles(sub) for name, sub in v.items()}
+                if k == "properties" and v is props and isinstance(v, dict)
+                else _without_titles(v)
+            )
+            for k, v in schema.items()
+            if not (k == "title" and isinstance(v, str))
+        }
+    if isinstance(schema, list):
+        return [_without_titles(v) for v in schema]
+    return schema
+
+
 class OpenAILLM:
     """Any OpenAI-compatible chat server (OpenAI, vLLM, Ollama, llama.cpp), or the embedded local model."""
 
@@ -157,6 +184,9 @@ class OpenAILLM:
         # What the server accepted, learnt once so later questions skip rejected formats.
         first: Mode = "json_schema" if settings.structured_output == "auto" else settings.structured_output
         self._mode: Mode = first
+        # Whether the server turns json_object's "schema" into a decoding grammar (llama-cpp-python's
+        # server does), so the schema need not be spelt out in the prompt.
+        self._object_schema_enforced = settings.schema_in_prompt == "never"
 
     @property
     def model(self) -> str:
@@ -212,10 +242,11 @@ class OpenAILLM:
     def _kwargs(self, request: LLMRequest, mode: Mode) -> dict[str, Any]:
         s = self.settings
         messages = [dict(m) for m in request.messages]
-        if mode != "json_schema" and messages and messages[0]["role"] == "system":
+        spell_out = mode == "text" or (mode == "json_object" and not self._object_schema_enforced)
+        if spell_out and messages and messages[0]["role"] == "system":
             # Without schema-constrained decoding the model must read the schema (json_object also
             # requires the word JSON in the messages).
-            schema = json.dumps(request.schema, separators=(",", ":"))
+            schema = json.dumps(_without_titles(request.schema), separators=(",", ":"))
             messages[0]["content"] += self.prompts.render("json_format", schema=schema)
         kwargs: dict[str, Any] = {
             "model": self.model,
@@ -246,6 +277,12 @@ class OpenAILLM:
                 f"the server rejected response_format {mode!r}: {exc}", attempts=attempts
             ) from exc
         self._mode = _MODES[_MODES.index(mode) + 1]
+        if (
+            self.settings.schema_in_prompt == "auto"
+            and isinstance(exc, openai.APIStatusError)
+            and _LLAMA_CPP_FORMATS in _error_text(exc)
+        ):
+            self._object_schema_enforced = True
         logger.info("server rejected response_format %s; using %s from now on", mode, self._mode)
 
     def _retry_kwargs(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pydantic import ValidationError as PydanticValidationError
 from qa.answer import Answer, ChunkRef, Citation, MatchKind, Usage, answer_schema_model, verify_quotes
 from qa.chunking import Chunk, chunk_documents
 from qa.documents import Document, load
+from qa.evidence import focus
 from qa.errors import AnswerValidationError, InputError
 from qa.llm import LLM, LLMRequest, LLMResponse, OpenAILLM
 from qa.prompts import PromptSet, load_prompts
@@ -82,6 +83,7 @@ class Index:
             d.id: chunks for d, chunks in zip(self.documents, chunked, strict=True)
         }
         self.chunks = [c for chunks in chunked for c in chunks]
+        self._document_tokens: list[int] = []
         self._chunk_starts = {doc: [c.start for c in cs] for doc, cs in self.chunks_by_document.items()}
         self.retriever = retriever if retriever is not None else BM25Retriever(self.chunks)
         self._own_llm = llm is None
@@ -125,21 +127,37 @@ class Index:
         overhead += 600  # the JSON schema/format instructions when the server cannot take a schema
         window = int(s.effective_context_window * (1 - _TOKEN_MARGIN))
         budget = window - s.max_answer_tokens - overhead
-        if (cap := s.effective_max_context_tokens) is not None:
+        if (cap := s.max_context_tokens) is not None:
             budget = min(budget, cap)
         return max(budget, 0)
+
+    def _fit_whole(self, budget: int) -> bool:
+        """Whether all documents fit in `budget` tokens; they are counted (once) only when they might."""
+        if not self._document_tokens:
+            if len(self.chunks) > 1 and sum(c.tokens for c in self.chunks) > 2 * budget + 64:
+                return False  # chunks overlap by less than half, so the documents hold over `budget` tokens
+            self._document_tokens = [len(self.encoding.encode_ordinary(d.text)) for d in self.documents]
+        return sum(self._document_tokens) <= budget
 
     def retrieve(self, question: str) -> list[Passage]:
         """The passages that would be shown to the model for `question`."""
         question = self._check_question(question)
-        return select_passages(
-            question,
-            self.chunks_by_document,
-            self._texts,
-            self.retriever,
-            budget_tokens=self._budget(question),
-            top_k=self.settings.top_k,
-        )
+        budget = self._budget(question)
+        if self._fit_whole(budget):
+            return [
+                Passage(n, d.id, 0, len(d.text), d.text, tokens, tuple(self.chunks_by_document[d.id]))
+                for n, (d, tokens) in enumerate(zip(self.documents, self._document_tokens, strict=True), 1)
+            ]
+        if self.settings.evidence == "chunks":
+            return select_passages(
+                question, self.chunks_by_document, self._texts, self.retriever, budget_tokens=budget,
+                top_k=self.settings.top_k,
+            )  # fmt: skip
+        hits = [hit.chunk for hit in self.retriever.search(question, self.settings.top_k)]
+        return focus(
+            question, hits, self._texts, budget_tokens=budget,
+            count_tokens=lambda text: len(self.encoding.encode_ordinary(text)),
+        )  # fmt: skip
 
     @staticmethod
     def _check_question(question: str) -> str:

@@ -1,14 +1,21 @@
-"""BM25 retrieval over chunks (bm25s), and filling a prompt's token budget with the best passages."""
+"""BM25 retrieval over chunks, and filling a prompt's token budget with the best passages."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+import re
+import threading
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import compress, count, repeat
 from typing import Protocol
 
 import bm25s
+import numpy as np
+import numpy.typing as npt
 import Stemmer
-from bm25s.tokenization import Tokenizer
+from bm25s.stopwords import STOPWORDS_EN
 
 from qa.chunking import Chunk
 
@@ -31,29 +38,151 @@ class Retriever(Protocol):
         ...
 
 
+# BM25Retriever tokenizes as bm25s' default tokenizer with English stop words and Snowball stemming
+# does (lowercased text, token pattern r"(?u)\b\w\w+\b", stop words dropped, each word stemmed), but
+# with a few passes of C and numpy code over the whole corpus and each distinct word stemmed once,
+# instead of Python code per token, which cost twice the chunking. Scoring is bm25s's own.
+# The same tokens as r"(?u)\b\w\w+\b": every maximal run of two or more word characters.
+_WORD = re.compile(r"\w\w+")
+_STOPWORDS = frozenset(STOPWORDS_EN)
+# Texts are split as UTF-8 bytes: ASCII non-word characters become spaces, and bytes.split() cuts there.
+# A piece with non-ASCII bytes is then lowercased and split by _WORD (as re sees Unicode letters, digits,
+# spaces and punctuation); there are few distinct such pieces.
+_ASCII_SPLIT = bytes(b if re.fullmatch(r"\w", chr(b)) else 0x20 for b in range(128)) + bytes(range(128, 256))
+# Ends every text in a batch: 0xFF never occurs in UTF-8.
+_END = b"\xff"
+# Texts are split in batches of about this many characters, which bounds the memory of the pieces.
+_BATCH_CHARS = 1 << 20
+
+_Int32s = npt.NDArray[np.int32]
+
+
+def _batches(texts: Sequence[str]) -> Iterator[Sequence[str]]:
+    start, size = 0, 0
+    for i, text in enumerate(texts):
+        size += len(text)
+        if size >= _BATCH_CHARS:
+            yield texts[start : i + 1]
+            start, size = i + 1, 0
+    if start < len(texts):
+        yield texts[start:]
+
+
 class BM25Retriever:
-    """BM25 (Lucene variant, English stop words, Snowball stemming) over a fixed list of chunks."""
+    """BM25 (bm25s: Lucene variant, k1 1.5, b 0.75) over a fixed list of chunks, with English stop words
+    and Snowball stemming."""
 
     def __init__(self, chunks: Sequence[Chunk]) -> None:
         self.chunks = list(chunks)
-        self._tokenizer = Tokenizer(stopwords="en", stemmer=Stemmer.Stemmer("english"))
+        # No cache: the index stems each distinct word once, and a cache costs more than it saves there.
+        self._stemmer = Stemmer.Stemmer("english", 0)
+        self._stemmer_lock = threading.Lock()  # a Stemmer must not be used by two threads at once
+        self._word_term: dict[str, int] = {}  # every word of the chunks but stop words -> its term
+        self._stem_term: dict[str, int] = {}
         self._bm25 = bm25s.BM25()
-        if self.chunks:
-            ids = self._tokenizer.tokenize(
-                [c.text for c in self.chunks], return_as="ids", show_progress=False
-            )
-            self._bm25.index(ids, show_progress=False)
+        if not self.chunks:
+            return
+        docs, terms = self._index_terms([c.text for c in self.chunks])
+        # The term ids of each chunk, in text order, for bm25s (which scores exactly as with its own tokenizer).
+        order = np.argsort(docs, kind="stable")
+        bounds = np.searchsorted(docs[order], np.arange(1, len(self.chunks)))
+        ids = [part.tolist() for part in np.split(terms[order], bounds)]
+        vocab = dict(self._stem_term)
+        if not all(ids):
+            # As bm25s' own tokenizer does, a chunk without terms holds one empty token (it counts in
+            # the average chunk length, and no query term ever matches it).
+            empty = vocab[""] = len(vocab)
+            ids = [t or [empty] for t in ids]
+        self._bm25.index((ids, vocab), show_progress=False)
+
+    def _index_terms(self, texts: Sequence[str]) -> tuple[_Int32s, _Int32s]:
+        """The (text number, term) of every term occurrence in `texts`; sets the vocabulary."""
+        # Every text into pieces, each distinct piece numbered on first sight (_END is piece 0).
+        piece_id: defaultdict[bytes, int] = defaultdict(count().__next__)
+        end = piece_id[_END]
+        parts = []
+        for batch in _batches(texts):
+            # Lowercasing is done per distinct piece below, but "Σ" lowercases by context (final sigma),
+            # so a text with one is lowercased whole first, as bm25s does with every text.
+            encoded = [(t.lower() if "\u03a3" in t else t).encode("utf-8") for t in batch]
+            pieces = (b" \xff ".join(encoded) + b" \xff").translate(_ASCII_SPLIT).split()
+            parts.append(np.fromiter(map(piece_id.__getitem__, pieces), dtype=np.int32, count=len(pieces)))
+            del encoded, pieces
+        ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+        del parts
+        is_end = ids == end
+        docs = np.cumsum(is_end, dtype=np.int32) - is_end
+        del is_end
+
+        # The distinct pieces into words. An ASCII piece is one word (if of two characters or more);
+        # any other is lowercased and split by _WORD into zero or more words.
+        texts_of_pieces = ["", *map(str.lower, map(bytes.decode, list(piece_id)[1:]))]
+        split: dict[int, list[str]] = {}
+        for i in compress(range(1, len(piece_id)), map(operator.not_, map(str.isascii, texts_of_pieces[1:]))):
+            words = _WORD.findall(texts_of_pieces[i])
+            if words != [texts_of_pieces[i]]:
+                split[i] = words
+        candidates = dict.fromkeys(texts_of_pieces)
+        for i, words in split.items():
+            candidates.pop(texts_of_pieces[i], None)
+            candidates.update(dict.fromkeys(words))
+        vocabulary = [w for w in candidates if len(w) > 1 and w not in _STOPWORDS]
+        stem_term: defaultdict[str, int] = defaultdict(count().__next__)
+        self._word_term = dict(zip(vocabulary, map(stem_term.__getitem__, self._stemmer.stemWords(vocabulary))))
+        self._stem_term = dict(stem_term)
+
+        # Occurrences of the pieces that are one word, then of the others (one pair per word).
+        piece_term = np.fromiter(
+            map(self._word_term.get, texts_of_pieces, repeat(-1)), dtype=np.int32, count=len(texts_of_pieces)
+        )
+        terms = piece_term[ids]
+        keep = terms >= 0
+        all_docs, all_terms = [docs[keep]], [terms[keep]]
+        del terms, keep
+        if split:
+            n_split = np.zeros(len(piece_id), dtype=np.int64)
+            first = np.zeros(len(piece_id), dtype=np.int64)
+            flat: list[int] = []
+            for i, words in split.items():
+                split_terms = [self._word_term[w] for w in words if w in self._word_term]
+                n_split[i], first[i] = len(split_terms), len(flat)
+                flat.extend(split_terms)
+            where = np.flatnonzero(n_split[ids])
+            occurrences = ids[where]
+            n = n_split[occurrences]
+            offsets = np.repeat(first[occurrences] - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
+            all_docs.append(np.repeat(docs[where], n))
+            all_terms.append(np.asarray(flat, dtype=np.int32)[offsets])
+        return np.concatenate(all_docs), np.concatenate(all_terms)
+
+    def _query_terms(self, query: str) -> list[int]:
+        """The terms of `query` in order, repeats kept, unknown words and stop words left out."""
+        terms = []
+        for word in _WORD.findall(query.lower()):
+            term = self._word_term.get(word)
+            if term is None and word not in _STOPWORDS:
+                with self._stemmer_lock:
+                    stem = self._stemmer.stemWord(word)
+                term = self._stem_term.get(stem)
+            if term is not None:
+                terms.append(term)
+        return terms
 
     def search(self, query: str, k: int) -> list[Hit]:
-        """The best `k` chunks for `query`, best first, only those with a positive score."""
+        """The best `k` chunks for `query`, best first, only those with a positive score (ties: the
+        earlier chunk first); none for a query without any word of the chunks but stop words."""
         if not self.chunks or k <= 0:
             return []
-        ids = self._tokenizer.tokenize([query], update_vocab=False, return_as="ids", show_progress=False)
-        k = min(k, len(self.chunks))
-        docs, scores = self._bm25.retrieve(ids, k=k, show_progress=False, n_threads=1)
-        return [
-            Hit(self.chunks[int(d)], float(s)) for d, s in zip(docs[0], scores[0], strict=True) if float(s) > 0.0
-        ]
+        terms = self._query_terms(query)
+        if not terms:
+            return []
+        scores = self._bm25.get_scores(terms)
+        found = np.flatnonzero(scores > 0)
+        if found.size > k:
+            kth = np.partition(scores[found], found.size - k)[found.size - k]
+            found = found[scores[found] >= kth]
+        best = found[np.lexsort((found, -scores[found]))[:k]]
+        return [Hit(self.chunks[d], float(s)) for d, s in zip(best.tolist(), scores[best].tolist(), strict=True)]
 
 
 @dataclass(frozen=True, slots=True)

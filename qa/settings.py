@@ -32,7 +32,6 @@ _KNOWN_CONTEXT_WINDOWS: dict[str, int] = {
 }
 _DEFAULT_CONTEXT_WINDOW = 8_192
 _DEFAULT_HOSTED_MODEL = "gpt-4o-mini"
-_LOCAL_MAX_CONTEXT_TOKENS = 1024
 
 
 class Settings(BaseModel):
@@ -72,10 +71,15 @@ class Settings(BaseModel):
         None, ge=512, description="The model's context window in tokens; None: known value for the model or 8192."
     )
     max_context_tokens: int | None = Field(
-        None,
+        512,
         ge=64,
-        description="Upper bound on passage tokens put in the prompt. None: 1024 for the local model (a small model "
-        "reads a short, sharp context better, and every prompt token costs CPU time), else as many as fit.",
+        description="Upper bound on passage tokens put in the prompt (a model reads a short, sharp context better, "
+        "and every prompt token costs time or money). None: as many as fit in the context window.",
+    )
+    evidence: Literal["sentences", "chunks"] = Field(
+        "sentences",
+        description="What the prompt shows when the documents do not fit whole: the sentences of the retrieved chunks "
+        "that best match the question, each with its neighbours (sentences), or the retrieved chunks (chunks).",
     )
 
     # --- the call -----------------------------------------------------------------------
@@ -86,6 +90,12 @@ class Settings(BaseModel):
         "auto",
         description="How JSON is requested: auto tries json_schema, then json_object, then plain text, "
         "and remembers what the server accepted.",
+    )
+    schema_in_prompt: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Whether the JSON schema is spelt out in the system prompt when the server cannot take it as "
+        "json_schema: auto does so unless the server is llama-cpp-python's, whose json_object mode decodes with a "
+        "grammar made from the schema (saving ~150 prompt tokens a call).",
     )
     max_attempts: int = Field(
         3, ge=1, le=10, description="LLM calls per question in all, counting re-asks after invalid output."
@@ -151,13 +161,6 @@ class Settings(BaseModel):
         if self.uses_local_model:
             return "local:" + (self.local_model.name if self.local_model else "default")
         return _DEFAULT_HOSTED_MODEL
-
-    @property
-    def effective_max_context_tokens(self) -> int | None:
-        """The cap on passage tokens actually applied."""
-        if self.max_context_tokens is not None:
-            return self.max_context_tokens
-        return _LOCAL_MAX_CONTEXT_TOKENS if self.uses_local_model else None
 
     @property
     def effective_context_window(self) -> int:

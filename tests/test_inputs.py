@@ -90,9 +90,7 @@ def test_settings_from_env() -> None:
     local = qa.Settings.from_env({})
     assert local.uses_local_model and local.model_name == "local:default"
     assert local.effective_context_window == local.local_context_window
-    assert local.effective_max_context_tokens == 1024  # small local model: short, sharp prompts
-    assert qa.Settings(api_key="k").effective_max_context_tokens is None
-    assert qa.Settings(api_key="k", max_context_tokens=300).effective_max_context_tokens == 300
+    assert local.max_context_tokens == 512 and local.evidence == "sentences"  # short, sharp prompts
     assert qa.Settings(api_key="k", model="gpt-4o-mini").effective_context_window == 128_000
     assert qa.Settings(api_key="k", model="my-model").effective_context_window == 8192
 

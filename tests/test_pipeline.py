@@ -104,10 +104,25 @@ def test_answer_with_no_verifiable_citation_is_withheld(
     server: OpenAIServer, settings: qa.Settings, seed_doc: qa.Document
 ) -> None:
     for _ in range(settings.max_attempts):
-        server.reply_json(reply([(7, Q4000)], "4,000"))  # passage 7 does not exist
+        server.reply_json(reply([(7, "Zelenskyy put the number of dead at 40,000")], "40,000"))  # no passage 7
     answer = qa.Index([seed_doc], settings).ask("How many casualties?")
     assert not answer.found and answer.answer is None and answer.citations == []
     assert answer.verified is False
+    assert "no passage 7" in server.requests[1]["messages"][-1]["content"]
+
+
+def test_verbatim_quote_under_the_wrong_passage_number_is_found(server: OpenAIServer, seed_text: str) -> None:
+    # Two documents, so two passages; the model names passage 2 for a sentence of passage 1.
+    other = qa.Document(text="Kursk is a city in western Russia. Its population is about 440,000.", id="kursk")
+    seed = qa.Document(text=seed_text, id="seed")
+    settings = qa.Settings(base_url=server.base_url, api_key="k")
+    server.reply_json(reply([(2, Q4000), (9, Q1200)], "4,000"))
+    answer = qa.Index([seed, other], settings).ask("How many casualties?")
+    assert answer.found and answer.verified and answer.usage.calls == 1
+    assert [c.document_id for c in answer.citations] == ["seed", "seed"]
+    for c in answer.citations:
+        assert seed_text[c.start : c.end] == c.quote
+    assert Q4000 in answer.citations[0].quote and Q1200 in answer.citations[1].quote
 
 
 def test_output_that_never_parses_raises_with_details(

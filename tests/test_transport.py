@@ -35,8 +35,27 @@ def test_json_schema_rejected_falls_back_once_and_is_remembered(
     kinds = [r["response_format"]["type"] for r in server.requests]
     assert kinds == ["json_schema", "json_object", "json_object"]  # the rejection costs one call, once
     assert "schema" in server.requests[1]["response_format"]
-    assert "JSON schema" in server.requests[1]["messages"][0]["content"]
+    # llama-cpp-python decodes json_object with a grammar made from the schema: no need to spell it out.
+    assert "JSON schema" not in server.requests[1]["messages"][0]["content"]
     assert first.usage.retries == 0 and first.usage.calls == 1
+
+
+@pytest.mark.parametrize("schema_in_prompt", ["auto", "always"])
+def test_json_object_fallback_spells_out_the_schema_unless_the_server_enforces_it(
+    server: OpenAIServer, settings: qa.Settings, seed_doc: qa.Document, schema_in_prompt: str
+) -> None:
+    # Another server's rejection (OpenAI-style 400): its json_object mode ignores "schema", so the
+    # prompt must carry it; after llama.cpp's rejection only "always" puts it there.
+    server.error(400, "response_format json_schema is not supported by this model")
+    server.reply_json(GOOD)
+    tuned = settings.model_copy(update={"schema_in_prompt": schema_in_prompt})
+    assert qa.Index([seed_doc], tuned).ask("How many casualties?").found
+    system = server.requests[1]["messages"][0]["content"]
+    assert "JSON schema" in system and '"quotes"' in system and '"title"' not in system
+    server.error(500, body=LLAMA_CPP_REJECTION)
+    server.reply_json(GOOD)
+    assert qa.Index([seed_doc], tuned).ask("How many casualties?").found
+    assert ("JSON schema" in server.requests[3]["messages"][0]["content"]) == (schema_in_prompt == "always")
 
 
 def test_falls_back_to_plain_text_json(server: OpenAIServer, settings: qa.Settings, seed_doc: qa.Document) -> None:
