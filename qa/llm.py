@@ -150,13 +150,9 @@ def _translate(exc: BaseException, attempts: int) -> errors.QAError:
 def _without_titles(schema: Any) -> Any:
     """A JSON schema without pydantic's "title" keys: the model does not need them in its prompt."""
     if isinstance(schema, dict):
-        props = schema.get("properties")
         return {
-            k: (
-                {name: _without_titles(sub) for name, sub in v.items()}
-                if k == "properties" and v is props and isinstance(v, dict)
-                else _without_titles(v)
-            )
+            # Under "properties" the keys are field names (a field may be called "title").
+            k: {name: _without_titles(sub) for name, sub in v.items()} if k == "properties" else _without_titles(v)
             for k, v in schema.items()
             if not (k == "title" and isinstance(v, str))
         }

@@ -83,7 +83,8 @@ class Index:
             d.id: chunks for d, chunks in zip(self.documents, chunked, strict=True)
         }
         self.chunks = [c for chunks in chunked for c in chunks]
-        self._document_tokens: list[int] = []
+        self._chunk_tokens = sum(c.tokens for c in self.chunks)
+        self._document_tokens: list[int] = []  # counted on first need, see _fit_whole
         self._chunk_starts = {doc: [c.start for c in cs] for doc, cs in self.chunks_by_document.items()}
         self.retriever = retriever if retriever is not None else BM25Retriever(self.chunks)
         self._own_llm = llm is None
@@ -134,7 +135,7 @@ class Index:
     def _fit_whole(self, budget: int) -> bool:
         """Whether all documents fit in `budget` tokens; they are counted (once) only when they might."""
         if not self._document_tokens:
-            if len(self.chunks) > 1 and sum(c.tokens for c in self.chunks) > 2 * budget + 64:
+            if len(self.chunks) > 1 and self._chunk_tokens > 2 * budget + 64:
                 return False  # chunks overlap by less than half, so the documents hold over `budget` tokens
             self._document_tokens = [len(self.encoding.encode_ordinary(d.text)) for d in self.documents]
         return sum(self._document_tokens) <= budget
@@ -150,9 +151,8 @@ class Index:
             ]
         if self.settings.evidence == "chunks":
             return select_passages(
-                question, self.chunks_by_document, self._texts, self.retriever, budget_tokens=budget,
-                top_k=self.settings.top_k,
-            )  # fmt: skip
+                question, self._texts, self.retriever, budget_tokens=budget, top_k=self.settings.top_k
+            )
         hits = [hit.chunk for hit in self.retriever.search(question, self.settings.top_k)]
         return focus(
             question, hits, self._texts, budget_tokens=budget,

@@ -208,36 +208,29 @@ def _merge(chunks: list[Chunk], text_of: dict[str, str]) -> tuple[str, int, int,
 
 def select_passages(
     question: str,
-    chunks_by_document: dict[str, list[Chunk]],
     texts: dict[str, str],
     retriever: Retriever,
     *,
     budget_tokens: int,
     top_k: int,
 ) -> list[Passage]:
-    """The passages to show for `question` within `budget_tokens`: every document whole when all fit,
-    else the best BM25 hits that fit, adjacent hits of a document merged into one passage."""
-    all_tokens = sum(c.tokens for chunks in chunks_by_document.values() for c in chunks)
-    groups: list[list[Chunk]]
-    if all_tokens <= budget_tokens:
-        groups = [chunks for chunks in chunks_by_document.values() if chunks]
-    else:
-        chosen: list[Chunk] = []
-        used = 0
-        for hit in retriever.search(question, top_k):
-            if used + hit.chunk.tokens <= budget_tokens:
-                chosen.append(hit.chunk)
-                used += hit.chunk.tokens
-        # Keep rank order between passages, but join chunks of one document that touch or overlap.
-        rank = {(c.document_id, c.index): r for r, c in enumerate(chosen)}
-        ordered = sorted(chosen, key=lambda c: (c.document_id, c.index))
-        groups = []
-        for c in ordered:
-            if groups and groups[-1][-1].document_id == c.document_id and groups[-1][-1].end >= c.start:
-                groups[-1].append(c)
-            else:
-                groups.append([c])
-        groups.sort(key=lambda g: min(rank[(c.document_id, c.index)] for c in g))
+    """The best `top_k` BM25 hits for `question` that fit in `budget_tokens`, adjacent hits of a document
+    merged into one passage, in rank order."""
+    chosen: list[Chunk] = []
+    used = 0
+    for hit in retriever.search(question, top_k):
+        if used + hit.chunk.tokens <= budget_tokens:
+            chosen.append(hit.chunk)
+            used += hit.chunk.tokens
+    # Keep rank order between passages, but join chunks of one document that touch or overlap.
+    rank = {(c.document_id, c.index): r for r, c in enumerate(chosen)}
+    groups: list[list[Chunk]] = []
+    for c in sorted(chosen, key=lambda c: (c.document_id, c.index)):
+        if groups and groups[-1][-1].document_id == c.document_id and groups[-1][-1].end >= c.start:
+            groups[-1].append(c)
+        else:
+            groups.append([c])
+    groups.sort(key=lambda g: min(rank[(c.document_id, c.index)] for c in g))
     passages = []
     for number, group in enumerate(groups, 1):
         doc_id, start, end, text, tokens, members = _merge(group, texts)
