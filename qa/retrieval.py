@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import compress, count, repeat
-from typing import Protocol
+from typing import Any, Protocol
 
 import bm25s
 import numpy as np
@@ -68,6 +68,81 @@ def _batches(texts: Sequence[str]) -> Iterator[Sequence[str]]:
         yield texts[start:]
 
 
+@dataclass(frozen=True, slots=True)
+class _Occurrences:
+    """Every term occurrence of a corpus: its document number and term id (in any order)."""
+
+    docs: _Int32s
+    terms: _Int32s
+    n_docs: int
+
+    def per_document(self) -> list[list[int]]:
+        """The term ids of each document, as bm25s's own build takes them."""
+        order = np.argsort(self.docs, kind="stable")
+        bounds = np.searchsorted(self.docs[order], np.arange(1, self.n_docs))
+        return [part.tolist() for part in np.split(self.terms[order], bounds)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Corpus:
+    """What bm25s.BM25.index takes as a tokenized corpus (an object with `ids` and `vocab`)."""
+
+    ids: _Occurrences
+    vocab: dict[str, int]
+
+
+class _BM25(bm25s.BM25):  # type: ignore[misc]  # bm25s has no type hints
+    """bm25s.BM25 whose index is built from term occurrences counted with numpy.
+
+    bm25s documents `build_index_from_ids` as the method to override to build the index another way.
+    Its own counts term and document frequencies with a Python loop per document, which cost as much
+    as chunking the text; here they are counted in a few numpy passes. Everything BM25 is still
+    bm25s's: its idf and term-frequency scorers give the scores, its CSC builder stores them, and its
+    `get_scores` ranks. The scores are bit-identical to bm25s's own build (tests check it)."""
+
+    def build_index_from_ids(
+        self,
+        unique_token_ids: list[int],
+        corpus_token_ids: Any,
+        show_progress: bool = True,
+        leave_progress: bool = False,
+    ) -> dict[str, Any]:
+        if not isinstance(corpus_token_ids, _Occurrences):
+            return super().build_index_from_ids(  # type: ignore[no-any-return]
+                unique_token_ids, corpus_token_ids, show_progress=show_progress, leave_progress=leave_progress
+            )
+        if self.method in self.methods_requiring_nonoccurrence or self.csc_backend != "numpy":
+            # BM25L and BM25+ also need bm25s's non-occurrence scores: its own build does it all.
+            return super().build_index_from_ids(  # type: ignore[no-any-return]
+                unique_token_ids, corpus_token_ids.per_document(), show_progress=show_progress,
+                leave_progress=leave_progress,
+            )  # fmt: skip
+        occurrences = corpus_token_ids
+        n_docs, n_vocab = occurrences.n_docs, len(unique_token_ids)
+        self.nonoccurrence_array = None
+        doc_lengths = np.bincount(occurrences.docs, minlength=n_docs)
+        avg_doc_len = doc_lengths.mean()
+        # Distinct (document, term) pairs, sorted, with how often the term occurs in the document.
+        pairs, tf = np.unique(occurrences.docs.astype(np.int64) * n_vocab + occurrences.terms, return_counts=True)
+        doc_idx, vocab_idx = np.divmod(pairs, n_vocab)
+        doc_frequencies = np.bincount(vocab_idx, minlength=n_vocab)
+        # idf: bm25s's scorer, called once per distinct document frequency.
+        compute_idf = bm25s.scoring._select_idf_scorer(self.idf_method)
+        distinct, inverse = np.unique(doc_frequencies, return_inverse=True)
+        idf_of = np.array([compute_idf(int(df), N=n_docs) if df else 0.0 for df in distinct.tolist()])
+        idf_array = idf_of[inverse].astype(self.dtype)
+        tfc = bm25s.scoring._select_tfc_scorer(self.method)(
+            tf_array=tf.astype(self.dtype), l_d=doc_lengths[doc_idx], l_avg=avg_doc_len, k1=self.k1, b=self.b,
+            delta=self.delta,
+        )  # fmt: skip
+        scores_flat = (idf_array[vocab_idx] * tfc).astype(self.dtype)
+        data, indices, indptr = self._np_csc(
+            data=scores_flat, rows=doc_idx.astype(self.int_dtype), cols=vocab_idx.astype(self.int_dtype),
+            shape=(n_docs, n_vocab),
+        )  # fmt: skip
+        return {"data": data.astype(self.dtype), "indices": indices, "indptr": indptr, "num_docs": n_docs}
+
+
 class BM25Retriever:
     """BM25 (bm25s: Lucene variant, k1 1.5, b 0.75) over a fixed list of chunks, with English stop words
     and Snowball stemming."""
@@ -79,21 +154,19 @@ class BM25Retriever:
         self._stemmer_lock = threading.Lock()  # a Stemmer must not be used by two threads at once
         self._word_term: dict[str, int] = {}  # every word of the chunks but stop words -> its term
         self._stem_term: dict[str, int] = {}
-        self._bm25 = bm25s.BM25()
+        self._bm25 = _BM25()
         if not self.chunks:
             return
         docs, terms = self._index_terms([c.text for c in self.chunks])
-        # The term ids of each chunk, in text order, for bm25s (which scores exactly as with its own tokenizer).
-        order = np.argsort(docs, kind="stable")
-        bounds = np.searchsorted(docs[order], np.arange(1, len(self.chunks)))
-        ids = [part.tolist() for part in np.split(terms[order], bounds)]
         vocab = dict(self._stem_term)
-        if not all(ids):
+        empty = np.flatnonzero(np.bincount(docs, minlength=len(self.chunks)) == 0)
+        if empty.size:
             # As bm25s' own tokenizer does, a chunk without terms holds one empty token (it counts in
             # the average chunk length, and no query term ever matches it).
-            empty = vocab[""] = len(vocab)
-            ids = [t or [empty] for t in ids]
-        self._bm25.index((ids, vocab), show_progress=False)
+            empty_term = vocab[""] = len(vocab)
+            docs = np.concatenate([docs, empty.astype(np.int32)])
+            terms = np.concatenate([terms, np.full(empty.size, empty_term, dtype=np.int32)])
+        self._bm25.index(_Corpus(_Occurrences(docs, terms, len(self.chunks)), vocab), show_progress=False)
 
     def _index_terms(self, texts: Sequence[str]) -> tuple[_Int32s, _Int32s]:
         """The (text number, term) of every term occurrence in `texts`; sets the vocabulary."""

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import bm25s
+import numpy as np
 import pytest
 import Stemmer
 from bm25s.tokenization import Tokenizer
@@ -235,3 +236,31 @@ def test_same_top5_as_bm25s_on_squad2_dev() -> None:
         want = sorted(expected(item["question"]).items(), key=lambda kv: (-kv[1], kv[0]))[:5]
         position = {id(c): i for i, c in enumerate(chunks)}
         assert [(position[id(h.chunk)], h.score) for h in hits] == want, item["question"]
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(
+    docs=st.lists(st.lists(st.integers(0, 30), max_size=40), min_size=1, max_size=12),
+    method=st.sampled_from(["lucene", "robertson", "atire", "bm25l", "bm25+"]),
+)
+def test_index_built_from_occurrences_equals_bm25s_own_build(docs: list[list[int]], method: str) -> None:
+    """The numpy-counted index holds exactly the arrays bm25s's own per-document loop builds."""
+    from qa.retrieval import _BM25, _Corpus, _Occurrences
+
+    vocab = {f"t{i}": i for i in range(31)}
+    vocab[""] = 31
+    ids = [d or [31] for d in docs]  # an empty document holds the empty token, as bm25s's tokenizer gives
+    own = bm25s.BM25(method=method)
+    own.index((ids, dict(vocab)), show_progress=False)
+    rng = np.random.default_rng(len(docs))
+    order = rng.permutation(sum(map(len, ids)))  # occurrences may come in any order
+    doc_of = np.repeat(np.arange(len(ids), dtype=np.int32), [len(d) for d in ids])[order]
+    term_of = np.concatenate([np.asarray(d, dtype=np.int32) for d in ids])[order]
+    fast = _BM25(method=method)
+    fast.index(_Corpus(_Occurrences(doc_of, term_of, len(ids)), dict(vocab)), show_progress=False)
+    for name in ("data", "indices", "indptr"):
+        np.testing.assert_array_equal(fast.scores[name], own.scores[name], err_msg=name)
+        assert fast.scores[name].dtype == own.scores[name].dtype, name
+    assert fast.scores["num_docs"] == own.scores["num_docs"] == len(ids)
+    query = [t for d in ids for t in d][:5]
+    np.testing.assert_array_equal(fast.get_scores(query), own.get_scores(query))
