@@ -40,6 +40,8 @@ _LOOK_BACK_TOKENS = 32
 
 # Line breaks: the run of blank lines and indentation from a "\n" up to the next visible
 # character; group 1 starts right after the run's last "\n".
+_Tokens = npt.NDArray[np.uint32]
+
 _BREAK = re.compile(r"\n(?:[^\S\n]*\n)*([^\S\r\n]*)(?=\S)")
 _HSPACE_TO_TEXT = re.compile(r"[^\S\r\n]+(?=\S)")
 _VISIBLE = re.compile(r"\S")
@@ -192,10 +194,16 @@ def _token_char_starts(encoding: tiktoken.Encoding) -> npt.NDArray[np.int64]:
     return table
 
 
-def _encode(encoding: tiktoken.Encoding, text: str, threads: int) -> list[int]:
-    """encode_ordinary(text); long texts are cut at clean offsets and tokenized on `threads` threads."""
+def _encode_one(encoding: tiktoken.Encoding, text: str) -> _Tokens:
+    # encode_ordinary straight into a numpy array, without building a list of Python ints: with no
+    # special token allowed and none disallowed, special-token text is encoded as ordinary text.
+    return encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+
+
+def _encode(encoding: tiktoken.Encoding, text: str, threads: int) -> _Tokens:
+    """encode_ordinary(text) as an array; long texts are cut at clean offsets and tokenized on `threads` threads."""
     if threads <= 1 or len(text) <= _PARALLEL_CHARS or not _additive(encoding):
-        return encoding.encode_ordinary(text)
+        return _encode_one(encoding, text)
     pieces: list[str] = []
     start = 0
     step = max(_PARALLEL_CHARS // 2, len(text) // (4 * threads))
@@ -209,18 +217,16 @@ def _encode(encoding: tiktoken.Encoding, text: str, threads: int) -> list[int]:
         start = p
     pieces.append(text[start:])
     if len(pieces) == 1:
-        return encoding.encode_ordinary(text)
-    tokens: list[int] = []
-    for part in encoding.encode_ordinary_batch(pieces, num_threads=threads):
-        tokens += part
-    return tokens
+        return _encode_one(encoding, text)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return np.concatenate(list(pool.map(functools.partial(_encode_one, encoding), pieces)))
 
 
-def _token_ends(text: str, tokens: list[int], encoding: tiktoken.Encoding) -> list[int]:
+def _token_ends(text: str, tokens: _Tokens, encoding: tiktoken.Encoding) -> npt.NDArray[np.int64]:
     """For each token, the first character offset at or after the byte where it ends."""
     # The characters starting in the first k tokens are exactly those before that offset.
-    ends: list[int] = np.cumsum(_token_char_starts(encoding)[np.array(tokens, dtype=np.int64)]).tolist()
-    if ends and ends[-1] != len(text):
+    ends = np.cumsum(_token_char_starts(encoding)[tokens])
+    if ends.size and ends[-1] != len(text):
         raise RuntimeError("the tokens do not decode to the text they were made from")
     return ends
 
@@ -288,7 +294,7 @@ class _Chunker:
         text: str,
         document_id: str,
         encoding: tiktoken.Encoding,
-        tokens: list[int],
+        tokens: _Tokens,
         chunk_tokens: int,
         overlap_tokens: int,
     ) -> None:
@@ -318,13 +324,13 @@ class _Chunker:
 
     def t(self, p: int) -> int:
         """Tokens of the whole text that end at or before offset `p`."""
-        return bisect.bisect_right(self.ends, p)
+        return int(self.ends.searchsorted(p, "right"))
 
     def at(self, j: int) -> int:
         """The first offset at or after the end of the whole text's first `j` tokens."""
         if j <= 0:
             return 0
-        return self.n if j >= self.total else self.ends[j - 1]
+        return self.n if j >= self.total else int(self.ends[j - 1])
 
     def last_before(self, cuts: list[int], limit: int, x_limit: int) -> tuple[int, int]:
         """The last of the sorted offsets `cuts` with at most `limit` tokens before it: (offset, tokens), or (-1, 0)."""
@@ -395,8 +401,7 @@ class _Chunker:
                 pos.append(cut)
                 clean.append(ok)
                 last = cut
-        t = self.t
-        return pos, [t(p) for p in pos], clean
+        return pos, self.ends.searchsorted(pos, "right").tolist(), clean
 
     # the two choices
 

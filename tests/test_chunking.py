@@ -266,5 +266,8 @@ def test_chunk_documents_matches_chunk_text(enc: tiktoken.Encoding) -> None:
 def test_long_text_is_tokenized_in_parallel_pieces(enc: tiktoken.Encoding, monkeypatch: pytest.MonkeyPatch) -> None:
     text = (SEED.read_text(encoding="utf-8") + "中文 😀 e.g. x/y\r\n  z ") * 20
     monkeypatch.setattr(qa.chunking, "_PARALLEL_CHARS", 2000)
-    assert qa.chunking._encode(enc, text, 2) == enc.encode_ordinary(text)
+    assert qa.chunking._encode(enc, text, 2).tolist() == enc.encode_ordinary(text)
+    assert qa.chunking._encode(enc, text, 1).tolist() == enc.encode_ordinary(text)
+    special = "a <|endoftext|> b <|fim_prefix|>" * 5  # special-token text is ordinary text to a chunker
+    assert qa.chunking._encode(enc, special, 1).tolist() == enc.encode_ordinary(special)
     check(text, enc, 200, 40)
