@@ -5,6 +5,7 @@ Nothing here is part of `qa`; the benchmarks run outside the library's runtime d
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import hashlib
 import importlib.metadata
@@ -65,6 +66,14 @@ def fill_tiktoken_cache(directory: Path) -> Path:
         tmp.write_bytes(data)
         tmp.replace(target)
     return directory
+
+
+def add_sample_arguments(p: argparse.ArgumentParser, *, split: str, seed: int, limit: int = 60) -> None:
+    """--dataset, --split, --limit and --seed: which eval items a benchmark samples (as `qa eval` does)."""
+    p.add_argument("--dataset", type=Path, default=Path("/work/shared/eval/squad2_dev"))
+    p.add_argument("--split", default=split, help=f"dev, test or all (default {split}); tune on dev only")
+    p.add_argument("--limit", type=int, default=limit)
+    p.add_argument("--seed", type=int, default=seed)
 
 
 def free_port() -> int:

@@ -33,7 +33,15 @@ from typing import Any, TextIO
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import describe_snapshot, fill_tiktoken_cache, free_port, machine, snapshot_qa, versions  # noqa: E402
+from _common import (  # noqa: E402
+    add_sample_arguments,
+    describe_snapshot,
+    fill_tiktoken_cache,
+    free_port,
+    machine,
+    snapshot_qa,
+    versions,
+)
 from _proxy import CountingProxy  # noqa: E402
 
 SYSTEMS = ("qa", "llamaindex", "langchain")
@@ -318,10 +326,7 @@ def table(figs: dict[str, dict[str, Any]], systems: list[str]) -> str:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", type=Path, default=Path("/work/shared/eval/squad2_dev"))
-    p.add_argument("--split", default="test", help="dev, test or all (default test)")
-    p.add_argument("--limit", type=int, default=60)
-    p.add_argument("--seed", type=int, default=0)
+    add_sample_arguments(p, split="test", seed=0)
     p.add_argument("--chunk-tokens", type=int, default=256)
     p.add_argument("--overlap", type=int, default=32)
     p.add_argument("--top-k", type=int, default=5)
