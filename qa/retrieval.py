@@ -95,7 +95,7 @@ class _BM25(bm25s.BM25):  # type: ignore[misc]  # bm25s has no type hints
     """bm25s.BM25 whose index is built from term occurrences counted with numpy.
 
     bm25s documents `build_index_from_ids` as the method to override to build the index another way.
-    Its own counts term and document frequencies with a Python loop per document, which cost as much
+    Its own build counts term and document frequencies with a Python loop per document, which cost as much
     as chunking the text; here they are counted in a few numpy passes. Everything BM25 is still
     bm25s's: its idf and term-frequency scorers give the scores, its CSC builder stores them, and its
     `get_scores` ranks. The scores are bit-identical to bm25s's own build (tests check it)."""
