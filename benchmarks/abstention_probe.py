@@ -104,6 +104,7 @@ def main() -> int:
         if rate >= args.min_answer_rate and recall > best[1]:
             best = (threshold, recall, rate)
     summary = (
+        f"model {engine.name} ({engine.model_path.name})\n"
         f"{len(records)} {args.split} items of {args.dataset.name} (seed {args.seed}): {len(answerable)} answerable, "
         f"{len(unanswerable)} unanswerable\n"
         f"median p(null) answerable {np.median(answerable) if answerable else float('nan'):.5f}, "
