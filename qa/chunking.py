@@ -38,10 +38,10 @@ _MARGIN = 24
 # How far before (chunk limit - overlap) the first window for a chunk's last sentence end starts.
 _LOOK_BACK_TOKENS = 32
 
+_Tokens = npt.NDArray[np.uint32]  # token ids, as tiktoken's encode_to_numpy returns them
+
 # Line breaks: the run of blank lines and indentation from a "\n" up to the next visible
 # character; group 1 starts right after the run's last "\n".
-_Tokens = npt.NDArray[np.uint32]
-
 _BREAK = re.compile(r"\n(?:[^\S\n]*\n)*([^\S\r\n]*)(?=\S)")
 _HSPACE_TO_TEXT = re.compile(r"[^\S\r\n]+(?=\S)")
 _VISIBLE = re.compile(r"\S")
