@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ __all__ = [
     "ModelQuote",
     "Usage",
     "answer_schema_model",
+    "decline_probability",
     "find_quote",
     "locate_quote",
 ]
@@ -79,6 +81,12 @@ class Answer(BaseModel, Generic[OutputT]):
     )
     usage: Usage = Field(default_factory=Usage)
     model: str = ""
+    decline_probability: float | None = Field(
+        None,
+        description="How likely the model was to decline rather than answer, p(null) / (p(null) + p(answer)) at the "
+        "first token of its result, from the server's token log-probabilities; None when they were not requested "
+        "or returned. qa declines when it reaches Settings.decline_threshold.",
+    )
 
     def __str__(self) -> str:
         if not self.found:
@@ -153,6 +161,49 @@ def _build_schema_model(output: Any, max_citations: int) -> type[BaseModel]:
         __config__=ConfigDict(extra="forbid"),
         result=(result_type, ...),
     )
+
+
+# --- how sure the model was that it should answer ----------------------------------------------
+
+# Where the value of "result" starts in the model's JSON: null (declines) or an object (answers).
+_RESULT_VALUE = re.compile(r'"result"\s*:\s*')
+
+
+def decline_probability(content: str, tokens: Sequence[tuple[str, Sequence[tuple[str, float]]]]) -> float | None:
+    """p(null) / (p(null) + p({)) at the token that starts the "result" value of `content`.
+
+    `tokens` are the reply's tokens in order, each with its most likely alternatives (token text,
+    log-probability), as OpenAI's `top_logprobs` gives them. Alternatives are read as continuations of
+    the text before the value (a token may begin with the `:` or the space before it); those that start
+    the value with "null" count as declining, those that start it with "{" as answering, others (which
+    schema-constrained decoding would not allow) not at all. None when the value or both kinds are missing.
+    """
+    match = _RESULT_VALUE.search(content)
+    if match is None:
+        return None
+    value_at = match.end()
+    offset = 0
+    for token, top in tokens:
+        end = offset + len(token)
+        if end > value_at:
+            if offset > value_at:
+                return None  # token texts do not line up with the content
+            lead = content[offset:value_at]
+            p_null = p_object = 0.0
+            for alternative, logprob in top:
+                if not alternative.startswith(lead):
+                    continue
+                rest = alternative[len(lead) :].lstrip()
+                if not rest:
+                    continue
+                if rest.startswith("null") or "null".startswith(rest):
+                    p_null += math.exp(logprob)
+                elif rest.startswith("{"):
+                    p_object += math.exp(logprob)
+            total = p_null + p_object
+            return p_null / total if total > 0 else None
+        offset = end
+    return None
 
 
 # --- locating quotes ---------------------------------------------------------------------

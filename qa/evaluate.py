@@ -443,6 +443,9 @@ class ItemResult(BaseModel):
     retrieved_passages: int | None = None
     latency: float | None = Field(default=None, description="Seconds spent in index.ask.")
     model: str | None = Field(default=None, description="The model that answered.")
+    decline_probability: float | None = Field(
+        default=None, description="Answer.decline_probability (when log-probabilities were requested and returned)."
+    )
     usage: UsageRecord | None = None
     error: str | None = None
 
@@ -656,6 +659,7 @@ def _evaluate_item(
         result.prediction = prediction
         result.found = bool(answer.found)
         result.abstained = not answer.found
+        result.decline_probability = getattr(answer, "decline_probability", None)
         result.usage = UsageRecord.of(answer.usage)
         result.citations = [
             CitationResult(

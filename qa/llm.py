@@ -26,9 +26,9 @@ from qa.prompts import PromptSet
 from qa.settings import Settings
 
 if TYPE_CHECKING:
-    from openai.types.chat import ChatCompletion
+    from openai.types.chat import ChatCompletion, ChatCompletionTokenLogprob
 
-__all__ = ["LLM", "LLMRequest", "LLMResponse", "OpenAILLM"]
+__all__ = ["LLM", "LLMRequest", "LLMResponse", "OpenAILLM", "TokenLogprob"]
 
 logger = logging.getLogger("qa")
 
@@ -43,6 +43,16 @@ class LLMRequest:
     messages: tuple[dict[str, str], ...]
     schema: dict[str, Any]
     schema_name: str = "answer"
+    top_logprobs: int | None = None  # ask for each reply token's log-probability and this many alternatives
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One reply token, its log-probability and the most likely tokens the model could have written there."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +65,7 @@ class LLMResponse:
     attempts: int
     model: str
     finish_reason: str | None = None
+    logprobs: tuple[TokenLogprob, ...] | None = None  # when requested and the server returned them
 
 
 class LLM(Protocol):
@@ -161,6 +172,14 @@ def _without_titles(schema: Any) -> Any:
     return schema
 
 
+def _token_logprobs(content: list[ChatCompletionTokenLogprob] | None) -> tuple[TokenLogprob, ...] | None:
+    if not content:
+        return None
+    return tuple(
+        TokenLogprob(t.token, t.logprob, tuple((a.token, a.logprob) for a in t.top_logprobs or ())) for t in content
+    )
+
+
 class OpenAILLM:
     """Any OpenAI-compatible chat server (OpenAI, vLLM, Ollama, llama.cpp), or the embedded local model."""
 
@@ -252,6 +271,9 @@ class OpenAILLM:
         }
         if s.seed is not None:
             kwargs["seed"] = s.seed
+        if request.top_logprobs is not None:
+            kwargs["logprobs"] = True
+            kwargs["top_logprobs"] = request.top_logprobs
         if mode == "json_schema":
             kwargs["response_format"] = {
                 "type": "json_schema",
@@ -313,6 +335,7 @@ class OpenAILLM:
             attempts=attempts,
             model=completion.model or self.model,
             finish_reason=choice.finish_reason if choice else None,
+            logprobs=_token_logprobs(choice.logprobs.content if choice and choice.logprobs else None),
         )
         logger.debug(
             "LLM reply: %d prompt + %d completion tokens, %d attempt(s), finish=%s",

@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -23,6 +24,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import httpx2
+import numpy as np
+import numpy.typing as npt
 import openai
 
 from .errors import ConfigurationError
@@ -84,6 +87,9 @@ class LocalModelSpec:
     n_ctx: int = 4096
     chat_format: str | None = None  # None: use the chat template stored in the GGUF
     llama_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    # Answer.decline_probability at or above which qa declines (Settings.decline_threshold "auto"),
+    # calibrated on SQuAD 2.0 dev questions; None: not calibrated, never declines on it.
+    decline_threshold: float | None = None
 
     @property
     def distributions(self) -> tuple[str, ...]:
@@ -127,6 +133,9 @@ KNOWN_MODELS: Mapping[str, LocalModelSpec] = MappingProxyType(
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             size=5 * _QWEN_PART + 45_755_264,
             n_ctx=4096,
+            # benchmarks/calibrate_decline.py on 100 SQuAD 2.0 dev questions (seed 1): declines 26.7% of the
+            # unanswerable ones (5.0% without) and none of the answerable ones it answered.
+            decline_threshold=0.0061,
         ),
         "smollm2-135m": LocalModelSpec(
             name="smollm2-135m",
@@ -366,6 +375,15 @@ def _resolve(model: Path | str | None, cache: Path | None = None) -> tuple[Path,
     return path, next((s for s in KNOWN_MODELS.values() if path.name in _file_names(s)), None)
 
 
+def spec_for(model: Path | str | None) -> LocalModelSpec | None:
+    """The registry entry of a local model given as a path, a registry name or $QA_LOCAL_MODEL, without loading it."""
+    value = str(model) if model is not None else os.environ.get("QA_LOCAL_MODEL", "") or DEFAULT_MODEL
+    if value in KNOWN_MODELS:
+        return KNOWN_MODELS[value]
+    name = Path(value).name
+    return next((s for s in KNOWN_MODELS.values() if name in _file_names(s)), None)
+
+
 def _file_names(spec: LocalModelSpec) -> tuple[str, ...]:
     if len(spec.parts) == 1:
         return (Path(spec.parts[0].resource).name,)
@@ -449,15 +467,71 @@ class LocalEngine:
         """The model's name as the GGUF file states it (general.name), else the file name."""
         return self.metadata.get("general.name") or self.model_path.name
 
-    def chat_completion(self, params: dict[str, Any], *, lock_timeout: float | None = None) -> dict[str, Any]:
-        """Run one `create_chat_completion` under the inference lock and return its OpenAI-shaped dict."""
+    def chat_completion(
+        self, params: dict[str, Any], *, lock_timeout: float | None = None, top_logprobs: int | None = None
+    ) -> dict[str, Any]:
+        """Run one `create_chat_completion` under the inference lock and return its OpenAI-shaped dict.
+
+        With `top_logprobs`, the choice carries OpenAI-style `logprobs.content` for the generated tokens.
+        """
         if not self.lock.acquire(timeout=-1 if lock_timeout is None else lock_timeout):
             raise TimeoutError(f"the local model was busy for more than {lock_timeout}s")
         try:
-            result: dict[str, Any] = self.llama.create_chat_completion(**params)
+            if top_logprobs is None:
+                result: dict[str, Any] = self.llama.create_chat_completion(**params)
+            else:
+                recorder = _LogprobRecorder(self.llama, top_logprobs)
+                result = self.llama.create_chat_completion(**params, logits_processor=[recorder])
+                if result.get("choices"):
+                    result["choices"][0]["logprobs"] = {"content": recorder.content()}
         finally:
             self.lock.release()
         return result
+
+
+class _LogprobRecorder:
+    """A llama-cpp-python logits processor that keeps each generated position's top log-probabilities.
+
+    llama-cpp-python returns logprobs only from a model loaded with logits_all=True, which computes the
+    output layer for every prompt token (and allocates n_ctx x n_vocab floats). The sampler hands a
+    logits processor the raw logits of each position it samples (before the grammar masks them), which
+    is what OpenAI's `logprobs` describe; the token chosen at one position is the last input id at the
+    next. The final sampled token (the end of generation) is not text and is not reported.
+    """
+
+    def __init__(self, llama: Any, k: int) -> None:
+        self.llama = llama
+        self.k = k
+        self.entries: list[dict[str, Any]] = []
+        self._pending: tuple[npt.NDArray[np.float64], list[dict[str, Any]]] | None = None
+
+    def __call__(self, input_ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single]) -> npt.NDArray[np.single]:
+        self._settle(int(input_ids[-1]))
+        logits = scores.astype(np.float64)
+        peak = logits.max()
+        logprobs = logits - (peak + math.log(float(np.exp(logits - peak).sum())))
+        alternatives = []
+        if self.k:
+            top = np.argpartition(logprobs, -self.k)[-self.k :]
+            top = top[np.argsort(-logprobs[top], kind="stable")]
+            alternatives = [self._entry(int(t), float(logprobs[t])) for t in top]
+        self._pending = logprobs, alternatives
+        return scores
+
+    def _settle(self, chosen: int) -> None:
+        """The previous position's token is now known: record it with its alternatives."""
+        if self._pending is not None:
+            logprobs, alternatives = self._pending
+            self.entries.append({**self._entry(chosen, float(logprobs[chosen])), "top_logprobs": alternatives})
+            self._pending = None
+
+    def _entry(self, token: int, logprob: float) -> dict[str, Any]:
+        data = bytes(self.llama.detokenize([token], special=False))
+        return {"token": data.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(data)}
+
+    def content(self) -> list[dict[str, Any]]:
+        """One OpenAI `ChatCompletionTokenLogprob` dict per generated token."""
+        return self.entries
 
 
 # Process-wide engine cache. A model is hundreds of MB of weights and takes up to seconds to load, and
@@ -618,6 +692,16 @@ def _chat_params(body: Any) -> tuple[dict[str, Any], str]:
     return params, kind
 
 
+def _top_logprobs(body: dict[str, Any]) -> int | None:
+    """How many alternatives per token the request asks for (0 with bare logprobs=true), or None."""
+    if not body.get("logprobs"):
+        return None
+    top = body.get("top_logprobs") or 0
+    if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20:
+        raise _invalid("top_logprobs must be an integer from 0 to 20", "top_logprobs")
+    return top
+
+
 def _error_response(request: httpx2.Request, exc: _HTTPError, request_id: str) -> httpx2.Response:
     return httpx2.Response(
         exc.status,
@@ -659,9 +743,12 @@ def _handle(engine: LocalEngine, request: httpx2.Request, body: bytes) -> httpx2
             except ValueError as exc:
                 raise _invalid(f"the request body is not JSON: {exc}") from exc
             params, grammar_kind = _chat_params(decoded)
+            top_logprobs = _top_logprobs(decoded)
             started = time.perf_counter()
             try:
-                payload = engine.chat_completion(params, lock_timeout=_lock_timeout(request))
+                payload = engine.chat_completion(
+                    params, lock_timeout=_lock_timeout(request), top_logprobs=top_logprobs
+                )
             except TimeoutError:
                 raise httpx2.PoolTimeout("the local model stayed busy past the timeout", request=request) from None
             except ValueError as exc:

@@ -12,7 +12,16 @@ from typing import Any, TypeVar, overload
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from qa.answer import Answer, ChunkRef, Citation, MatchKind, Usage, answer_schema_model, verify_quotes
+from qa.answer import (
+    Answer,
+    ChunkRef,
+    Citation,
+    MatchKind,
+    Usage,
+    answer_schema_model,
+    decline_probability,
+    verify_quotes,
+)
 from qa.chunking import Chunk, chunk_documents
 from qa.documents import Document, load
 from qa.evidence import focus
@@ -33,6 +42,22 @@ _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 _TOKEN_MARGIN = 0.10
 
 Flow = Generator[LLMRequest, LLMResponse, Answer[Any]]
+# Alternatives asked for per reply token when the decline probability is wanted: null and { are
+# among the first few whenever either is likely.
+_TOP_LOGPROBS = 10
+
+
+def _decline_threshold(settings: Settings) -> float | None:
+    """Settings.decline_threshold with "auto" resolved: the bundled local model's calibrated value, else off."""
+    threshold = settings.decline_threshold
+    if threshold != "auto":
+        return threshold
+    if not settings.uses_local_model:
+        return None
+    from qa import local  # imports no llama.cpp
+
+    spec = local.spec_for(settings.local_model)
+    return spec.decline_threshold if spec is not None else None
 
 
 def _extract_json(content: str) -> str:
@@ -89,6 +114,7 @@ class Index:
         self.retriever = retriever if retriever is not None else BM25Retriever(self.chunks)
         self._own_llm = llm is None
         self.llm: LLM = llm if llm is not None else OpenAILLM(self.settings, self.prompts)
+        self.decline_threshold = _decline_threshold(self.settings)
 
     def close(self) -> None:
         """Release the HTTP client the index created for its model."""
@@ -195,7 +221,8 @@ class Index:
         by_number = {p.number: p.text for p in passages}
         located = {p.number: (p.document_id, p.start, p.text) for p in passages}
         messages = self._messages(question, passages)
-        request = LLMRequest(tuple(messages), schema_model.model_json_schema(), "answer")
+        top_logprobs = None if self.decline_threshold is None else _TOP_LOGPROBS
+        request = LLMRequest(tuple(messages), schema_model.model_json_schema(), "answer", top_logprobs)
         content = ""
         errors: list[str] = []
         for attempt in range(1, s.max_attempts + 1):
@@ -214,7 +241,7 @@ class Index:
             except PydanticValidationError as exc:
                 errors = _format_errors(exc)
             else:
-                return self._finish(question, parsed, located, usage, model_name, dropped=False)
+                return self._finish(question, parsed, located, usage, model_name, dropped=False, reply=reply)
             logger.debug("attempt %d rejected: %s", attempt, errors)
             if attempt < s.max_attempts:
                 usage.reasks += 1
@@ -223,7 +250,7 @@ class Index:
                     {"role": "assistant", "content": content},
                     {"role": "user", "content": self.prompts.render("reask", errors="\n".join(f"- {e}" for e in errors))},
                 ]
-                request = LLMRequest(tuple(messages), request.schema, request.schema_name)
+                request = LLMRequest(tuple(messages), request.schema, request.schema_name, top_logprobs)
         # Out of attempts: keep what verifies, drop the rest, and say so.
         try:
             parsed = schema_model.model_validate_json(_extract_json(content))
@@ -232,7 +259,7 @@ class Index:
                 f"the model gave no valid answer in {s.max_attempts} attempt(s): {'; '.join(errors)}",
                 attempts=s.max_attempts, last_output=content, errors=_format_errors(exc), usage=usage,
             ) from exc  # fmt: skip
-        return self._finish(question, parsed, located, usage, model_name, dropped=True)
+        return self._finish(question, parsed, located, usage, model_name, dropped=True, reply=reply)
 
     def _finish(
         self,
@@ -243,18 +270,35 @@ class Index:
         model_name: str,
         *,
         dropped: bool,
+        reply: LLMResponse,
     ) -> Answer[Any]:
         result = parsed.result  # type: ignore[attr-defined]
+        declining = None
+        if reply.logprobs is not None:
+            declining = decline_probability(reply.content, [(t.token, t.top) for t in reply.logprobs])
         if result is None:
-            return Answer[Any](question=question, answer=None, found=False, usage=usage, model=model_name)
+            return Answer[Any](
+                question=question, answer=None, found=False, usage=usage, model=model_name,
+                decline_probability=declining,
+            )  # fmt: skip
+        if declining is not None and self.decline_threshold is not None and declining >= self.decline_threshold:
+            logger.info(
+                "declining: the model's probability of declining %.4f reaches the threshold %.4f (it answered %r)",
+                declining, self.decline_threshold, result.answer,
+            )  # fmt: skip
+            return Answer[Any](
+                question=question, answer=None, found=False, usage=usage, model=model_name,
+                decline_probability=declining,
+            )  # fmt: skip
         answer = result.answer
         spans, errors = verify_quotes(result.quotes, located, fuzzy=self.settings.fuzzy_quote_score)
         verified = not errors
         if not spans and self.settings.require_citations:
             logger.info("withholding an answer none of whose citations could be verified")
             return Answer[Any](
-                question=question, answer=None, found=False, verified=False, usage=usage, model=model_name
-            )
+                question=question, answer=None, found=False, verified=False, usage=usage, model=model_name,
+                decline_probability=declining,
+            )  # fmt: skip
         return Answer[Any](
             question=question,
             answer=answer,
@@ -263,6 +307,7 @@ class Index:
             verified=verified and not dropped,
             usage=usage,
             model=model_name,
+            decline_probability=declining,
         )
 
     # --- public shells ------------------------------------------------------------------------

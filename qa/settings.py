@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -109,6 +109,14 @@ class Settings(BaseModel):
         "(0-100, rapidfuzz) and states the same numbers; the citation is then the source's own text. None: exact "
         "or whitespace/quote-mark/case-folded matches only.",
     )
+    decline_threshold: Annotated[float, Field(gt=0.0, le=1.0)] | Literal["auto"] | None = Field(
+        "auto",
+        description="Decline (found=False) when the model's own probability of declining rather than answering "
+        "(Answer.decline_probability, read from the token log-probabilities the server returns) reaches this, "
+        "even though it wrote an answer. auto: the threshold calibrated for the bundled local model when it answers "
+        "(on SQuAD 2.0 dev questions), otherwise off. None: off, and no log-probabilities are requested. "
+        "Env QA_DECLINE_THRESHOLD (a number, auto or off).",
+    )
     require_citations: bool = Field(
         True, description="Withhold an answer (found=False) when none of its citations could be verified."
     )
@@ -139,9 +147,12 @@ class Settings(BaseModel):
             ("OPENAI_API_KEY", "api_key"),
             ("QA_LOCAL_MODEL", "local_model"),
             ("QA_CACHE_DIR", "cache_dir"),
+            ("QA_DECLINE_THRESHOLD", "decline_threshold"),
         ):
             if env.get(var):
                 values[key] = env[var]
+        if values.get("decline_threshold") == "off":
+            values["decline_threshold"] = None
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)

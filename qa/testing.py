@@ -70,6 +70,7 @@ class Reply:
     completion_tokens: int = 5
     finish_reason: str = "stop"
     model: str | None = None  # None: echo the request's model
+    logprobs: list[dict[str, Any]] | None = None  # the choice's logprobs.content (ChatCompletionTokenLogprob dicts)
 
     @classmethod
     def json(
@@ -80,9 +81,10 @@ class Reply:
         completion_tokens: int = 5,
         finish_reason: str = "stop",
         model: str | None = None,
+        logprobs: list[dict[str, Any]] | None = None,
     ) -> Reply:
         """Build a reply whose content is ``json.dumps(obj)``."""
-        return cls(json.dumps(obj), prompt_tokens, completion_tokens, finish_reason, model)
+        return cls(json.dumps(obj), prompt_tokens, completion_tokens, finish_reason, model, logprobs)
 
 
 @dataclass(frozen=True)
@@ -352,7 +354,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": reply.content, "refusal": None},
-                    "logprobs": None,
+                    "logprobs": None if reply.logprobs is None else {"content": reply.logprobs, "refusal": None},
                     "finish_reason": reply.finish_reason,
                 }
             ],
@@ -519,9 +521,10 @@ class OpenAIServer:
         finish_reason: str = "stop",
         model: str | None = None,
         delay: float = 0.0,
+        logprobs: list[dict[str, Any]] | None = None,
     ) -> None:
         """Script a successful completion with ``content`` (after ``delay`` seconds if given)."""
-        item: Scripted = Reply(content, prompt_tokens, completion_tokens, finish_reason, model)
+        item: Scripted = Reply(content, prompt_tokens, completion_tokens, finish_reason, model, logprobs)
         self.enqueue(Delayed(delay, item) if delay > 0 else item)
 
     def reply_json(
@@ -533,6 +536,7 @@ class OpenAIServer:
         finish_reason: str = "stop",
         model: str | None = None,
         delay: float = 0.0,
+        logprobs: list[dict[str, Any]] | None = None,
     ) -> None:
         """Script a successful completion whose content is ``json.dumps(obj)``."""
         self.reply(
@@ -542,6 +546,7 @@ class OpenAIServer:
             finish_reason=finish_reason,
             model=model,
             delay=delay,
+            logprobs=logprobs,
         )
 
     def error(

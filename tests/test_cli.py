@@ -32,7 +32,9 @@ def test_ask_json_is_exactly_the_answer_model(server: OpenAIServer) -> None:
     assert answer.found and answer.model == "gpt-4o-mini"
     text = SEED.read_text(encoding="utf-8")
     data = json.loads(done.stdout)
-    assert set(data) == {"question", "answer", "found", "citations", "verified", "usage", "model"}
+    assert set(data) == {
+        "question", "answer", "found", "citations", "verified", "usage", "model", "decline_probability"
+    }  # fmt: skip
     for c in data["citations"]:
         assert text[c["start"] : c["end"]] == c["quote"]
         assert {"document_id", "start", "end", "quote", "chunk"} <= set(c)

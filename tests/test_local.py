@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import os
 import socket
 import subprocess
@@ -135,6 +136,35 @@ def test_sync_client_json_schema_through_local_transport(clients: tuple[openai.O
     assert completion._request_id and completion._request_id.startswith("req_local_")
 
 
+def test_local_transport_returns_token_logprobs(clients: tuple[openai.OpenAI, openai.AsyncOpenAI]) -> None:
+    sync_client, _ = clients
+    completion = sync_client.chat.completions.create(
+        model="local",
+        messages=MESSAGES,
+        response_format={"type": "json_object", "schema": ANSWER_SCHEMA},  # type: ignore[typeddict-unknown-key]
+        temperature=0,
+        max_tokens=48,
+        logprobs=True,
+        top_logprobs=5,
+    )
+    choice = completion.choices[0]
+    _check_answer(completion)
+    assert choice.finish_reason == "stop" and choice.logprobs is not None and choice.logprobs.content
+    tokens = choice.logprobs.content
+    # every generated token, in order, and nothing else (the end-of-generation token is not text)
+    assert "".join(t.token for t in tokens) == choice.message.content
+    for t in tokens:
+        assert t.logprob <= 0.0 and bytes(t.bytes or []).decode("utf-8", errors="replace") == t.token
+        top = [a.logprob for a in t.top_logprobs]
+        assert len(top) == 5 and top == sorted(top, reverse=True) and all(x <= 0.0 for x in top)
+        assert sum(math.exp(x) for x in top) <= 1.0 + 1e-9
+        # the raw distribution, before the grammar: the chosen token is listed with the same value when in the top 5
+        assert all(abs(a.logprob - t.logprob) < 1e-9 for a in t.top_logprobs if a.token == t.token)
+    # without logprobs there are none
+    plain = sync_client.chat.completions.create(model="local", messages=MESSAGES, max_tokens=4)
+    assert plain.choices[0].logprobs is None
+
+
 def test_async_client_serialises_concurrent_requests(clients: tuple[openai.OpenAI, openai.AsyncOpenAI]) -> None:
     _, async_client = clients
 
@@ -189,9 +219,13 @@ class _FakeEngine:
     def __init__(self, error: Exception | None = None) -> None:
         self.error = error
         self.calls: list[dict[str, Any]] = []
+        self.top_logprobs: list[int | None] = []
 
-    def chat_completion(self, params: dict[str, Any], *, lock_timeout: float | None = None) -> dict[str, Any]:
+    def chat_completion(
+        self, params: dict[str, Any], *, lock_timeout: float | None = None, top_logprobs: int | None = None
+    ) -> dict[str, Any]:
         self.calls.append(params)
+        self.top_logprobs.append(top_logprobs)
         if self.error is not None:
             raise self.error
         return {
@@ -242,6 +276,19 @@ def test_bridge_passes_sampling_params_and_returns_usage() -> None:
     ]
     assert completion.model == "m"
     assert completion.usage is not None and completion.usage.total_tokens == 4
+
+
+def test_bridge_passes_logprobs_requests_and_checks_them() -> None:
+    engine = _FakeEngine()
+    with _fake_client(engine) as client:
+        messages: Any = [{"role": "user", "content": "hello"}]
+        client.chat.completions.create(model="m", messages=messages)
+        client.chat.completions.create(model="m", messages=messages, logprobs=True, top_logprobs=3)
+        client.chat.completions.create(model="m", messages=messages, logprobs=True)
+        with pytest.raises(openai.BadRequestError, match="top_logprobs"):
+            client.chat.completions.create(model="m", messages=messages, logprobs=True, top_logprobs=50)
+    assert engine.top_logprobs == [None, 3, 0]
+    assert all("logprobs" not in c and "top_logprobs" not in c for c in engine.calls)
 
 
 def test_bridge_inference_error_is_a_500_json_error() -> None:
@@ -537,8 +584,12 @@ def _check_seed_answer(answer: qa.Answer[Any]) -> None:
 def test_in_process_default_answers_the_seed_question(model_path: Path) -> None:
     settings = qa.Settings.from_env({})  # nothing configured: the embedded model
     assert settings.uses_local_model
-    answer = qa.Index.from_paths(SEED, settings).ask("How many casualties?")
+    index = qa.Index.from_paths(SEED, settings)
+    # the bundled model's calibrated threshold applies, read from the logits of the answer it wrote
+    assert index.decline_threshold is not None
+    answer = index.ask("How many casualties?")
     _check_seed_answer(answer)
+    assert answer.decline_probability is not None and 0.0 < answer.decline_probability < index.decline_threshold
 
 
 @pytest.mark.local
