@@ -103,11 +103,17 @@ def _is_format_rejection(exc: openai.APIStatusError) -> bool:
     return "response_format" in text or "json_schema" in text
 
 
+def _is_logprobs_rejection(exc: openai.APIStatusError) -> bool:
+    # e.g. llama-cpp-python's server without logits_all: HTTP 500 "logprobs is not supported for models
+    # created with logits_all=False"; other servers say 400/422 naming the parameter.
+    return exc.status_code in (400, 422, 500, 501) and "logprobs" in _error_text(exc)
+
+
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
         return True
     if isinstance(exc, openai.APIStatusError):
-        if _is_format_rejection(exc):  # a 500 from llama.cpp's server, but retrying cannot help
+        if _is_format_rejection(exc) or _is_logprobs_rejection(exc):  # retrying the same request cannot help
             return False
         return exc.status_code in (408, 409, 429) or exc.status_code >= 500
     # A body cut mid-way reaches us as a JSON decode error or a response validation error.
@@ -202,6 +208,8 @@ class OpenAILLM:
         # Whether the server turns json_object's "schema" into a decoding grammar (llama-cpp-python's
         # server does), so the schema need not be spelt out in the prompt.
         self._object_schema_enforced = settings.schema_in_prompt == "never"
+        # Whether to send logprobs when a request wants them; False once the server refused them.
+        self._logprobs = True
 
     @property
     def model(self) -> str:
@@ -271,7 +279,7 @@ class OpenAILLM:
         }
         if s.seed is not None:
             kwargs["seed"] = s.seed
-        if request.top_logprobs is not None:
+        if request.top_logprobs is not None and self._logprobs:
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = request.top_logprobs
         if mode == "json_schema":
@@ -284,9 +292,17 @@ class OpenAILLM:
             kwargs["response_format"] = {"type": "json_object", "schema": request.schema}
         return kwargs
 
-    def _downgrade_or_raise(self, mode: Mode, exc: BaseException, attempts: int) -> None:
-        """After a failed call: step down to the next structured-output mode if the server refused this
-        one (and the settings allow it), else raise the failure as a qa error."""
+    def _downgrade_or_raise(self, mode: Mode, exc: BaseException, attempts: int, kwargs: dict[str, Any]) -> None:
+        """After a failed call: stop asking for logprobs, or step down to the next structured-output mode, if the
+        server refused them (and the settings allow it), else raise the failure as a qa error."""
+        if "logprobs" in kwargs and isinstance(exc, openai.APIStatusError) and _is_logprobs_rejection(exc):
+            # Answers matter more than the decline probability: go on without it, and say so once.
+            self._logprobs = False
+            logger.warning(
+                "the server does not return token log-probabilities (%s); answers carry no decline_probability "
+                "and decline_threshold cannot apply", exc.message,
+            )  # fmt: skip
+            return
         rejected = isinstance(exc, openai.APIStatusError) and _is_format_rejection(exc)
         if not rejected:
             raise _translate(exc, attempts) from exc
@@ -360,7 +376,7 @@ class OpenAILLM:
                         completion = client.chat.completions.create(**kwargs)
                 return self._response(completion, attempts)
             except (openai.OpenAIError, json.JSONDecodeError) as exc:
-                self._downgrade_or_raise(mode, exc, attempts)
+                self._downgrade_or_raise(mode, exc, attempts, kwargs)
 
     async def acomplete(self, request: LLMRequest) -> LLMResponse:
         """Async `complete`."""
@@ -381,4 +397,4 @@ class OpenAILLM:
                         completion = await client.chat.completions.create(**kwargs)
                 return self._response(completion, attempts)
             except (openai.OpenAIError, json.JSONDecodeError) as exc:
-                self._downgrade_or_raise(mode, exc, attempts)
+                self._downgrade_or_raise(mode, exc, attempts, kwargs)

@@ -174,3 +174,37 @@ def test_threshold_from_the_environment() -> None:
     assert qa.Settings.from_env({}).decline_threshold == "auto"
     with pytest.raises(qa.ConfigurationError, match="decline_threshold"):
         qa.Settings.from_env({"QA_DECLINE_THRESHOLD": "2"})
+
+
+@pytest.mark.parametrize(
+    "status, message",
+    [
+        (500, "logprobs is not supported for models created with logits_all=False"),  # llama-cpp-python's server
+        (400, "Invalid parameter: 'logprobs' is not supported with this model."),
+    ],
+)
+def test_server_refusing_logprobs_is_asked_again_without_them_once(
+    server: OpenAIServer, settings: qa.Settings, seed_doc: qa.Document, status: int, message: str
+) -> None:
+    s = settings.model_copy(update={"decline_threshold": 0.2})
+    server.error(status, message)
+    server.reply_json(GOOD)
+    server.reply_json(GOOD)
+    index = qa.Index([seed_doc], s)
+    first = index.ask("How many casualties?")
+    second = index.ask("How many casualties again?")
+    assert first.found and second.found and first.decline_probability is None
+    assert first.usage.retries == 0  # not retried as a transient 5xx
+    sent = server.requests
+    assert len(sent) == 3 and sent[0]["logprobs"] is True
+    assert "logprobs" not in sent[1] and "logprobs" not in sent[2]  # remembered
+    server.assert_done()
+
+
+def test_other_errors_naming_no_logprobs_still_raise(
+    server: OpenAIServer, settings: qa.Settings, seed_doc: qa.Document
+) -> None:
+    s = settings.model_copy(update={"decline_threshold": 0.2, "max_retries": 0})
+    server.error(400, "Invalid value for 'messages'.")
+    with pytest.raises(qa.RequestRejectedError):
+        qa.Index([seed_doc], s).ask("How many casualties?")

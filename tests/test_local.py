@@ -600,3 +600,15 @@ def test_llama_cpp_server_through_openai_base_url(server_url: str) -> None:
     _check_seed_answer(answer)
     # llama_cpp.server answers a json_schema response_format with HTTP 500; qa falls back once and remembers.
     assert isinstance(index.llm, qa.OpenAILLM) and index.llm.mode == "json_object"
+    assert index.decline_threshold is None and answer.decline_probability is None  # "auto" is off for servers
+
+
+@pytest.mark.local
+def test_llama_cpp_server_logprobs_give_the_decline_probability(server_url: str) -> None:
+    # llama_cpp.server (logits_all on by default) returns logprobs itself: with a threshold set, the same model
+    # over HTTP gives a decline probability like the in-process engine's for the seed question (~0.001).
+    env = {"OPENAI_BASE_URL": server_url, "OPENAI_API_KEY": "local", "QA_DECLINE_THRESHOLD": "0.5"}
+    index = qa.Index.from_paths(SEED, qa.Settings.from_env(env))
+    answer = index.ask("How many casualties?")
+    _check_seed_answer(answer)
+    assert answer.decline_probability is not None and 0.0 < answer.decline_probability < 0.05
