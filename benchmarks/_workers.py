@@ -112,6 +112,7 @@ class QASystem(System):
             max_answer_tokens=c["max_tokens"],
             temperature=0.0,
             timeout=c["timeout"],
+            **({} if c.get("qa_decline_threshold") is None else {"decline_threshold": c["qa_decline_threshold"]}),
         )
 
     def build(self, texts: dict[str, str]) -> Any:
@@ -131,6 +132,7 @@ class QASystem(System):
             ],
             "self_usage": answer.usage.model_dump(),
             "verified": answer.verified,
+            "decline_probability": answer.decline_probability,
         }
 
     def retrieved(self, index: Any, question: str, asked: dict[str, Any]) -> list[str]:
@@ -174,6 +176,7 @@ class LlamaIndexSystem(System):
             max_tokens=c["max_tokens"],
             temperature=0.0,
             timeout=c["timeout"],
+            **({} if c.get("qa_decline_threshold") is None else {"decline_threshold": c["qa_decline_threshold"]}),
         )
 
     def build(self, texts: dict[str, str]) -> Any:

@@ -338,6 +338,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of qa,llamaindex,langchain")
     p.add_argument("--peers-python", default=os.environ.get("BENCH_PEERS_PYTHON", DEFAULT_PEERS_PYTHON))
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per question before a system is restarted")
+    p.add_argument(
+        "--qa-decline-threshold", type=float, default=None,
+        help="qa's Settings.decline_threshold (default: qa's own, which is off for a server)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=HERE / "out")
     p.add_argument(
         "--resume", type=Path, default=None, metavar="ITEMS_JSONL",
@@ -434,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
                 "base_url": proxy.base_url, "model": args.model_alias, "chunk_tokens": args.chunk_tokens,
                 "overlap": args.overlap, "top_k": args.top_k, "n_ctx": args.n_ctx, "max_tokens": args.max_tokens,
                 "timeout": args.timeout, "dataset": str(args.dataset),
+                "qa_decline_threshold": args.qa_decline_threshold,
             }  # fmt: skip
             env = {"TIKTOKEN_CACHE_DIR": str(tiktoken_dir)}
             try:
@@ -491,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
             "items_in_split": len(in_split), "items": len(items), "chunk_tokens": args.chunk_tokens,
             "overlap": args.overlap, "top_k": args.top_k, "max_tokens": args.max_tokens, "n_ctx": args.n_ctx,
             "server_command": server.command, "timeout": args.timeout,
+            "qa_decline_threshold": args.qa_decline_threshold,
         },  # fmt: skip
         "qa_snapshot": snapshot,
         "model": {"path": str(model), "name": model.name, "alias": args.model_alias, "sha256": sha},
