@@ -176,7 +176,6 @@ class LlamaIndexSystem(System):
             max_tokens=c["max_tokens"],
             temperature=0.0,
             timeout=c["timeout"],
-            **({} if c.get("qa_decline_threshold") is None else {"decline_threshold": c["qa_decline_threshold"]}),
         )
 
     def build(self, texts: dict[str, str]) -> Any:

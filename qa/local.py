@@ -359,11 +359,23 @@ def _verify_in_place(spec: LocalModelSpec, path: Path, cache: Path) -> Path:
     return path
 
 
+def _configured(model: Path | str | None) -> str:
+    """The local model asked for: `model`, else $QA_LOCAL_MODEL, else the default (a registry name or a path)."""
+    return str(model) if model is not None else os.environ.get("QA_LOCAL_MODEL", "") or DEFAULT_MODEL
+
+
+def spec_for(model: Path | str | None) -> LocalModelSpec | None:
+    """The registry entry of a local model given as a path, a registry name or $QA_LOCAL_MODEL, without loading it."""
+    value = _configured(model)
+    if value in KNOWN_MODELS:
+        return KNOWN_MODELS[value]
+    name = Path(value).name
+    return next((s for s in KNOWN_MODELS.values() if name in _file_names(s)), None)
+
+
 def _resolve(model: Path | str | None, cache: Path | None = None) -> tuple[Path, LocalModelSpec | None]:
     """A model file and its registry spec (None for a user GGUF) from a path, a registry name or $QA_LOCAL_MODEL."""
-    value = str(model) if model is not None else os.environ.get("QA_LOCAL_MODEL", "")
-    if not value:
-        value = DEFAULT_MODEL
+    value = _configured(model)
     if value in KNOWN_MODELS:
         return prepare_model(KNOWN_MODELS[value], cache=cache), KNOWN_MODELS[value]
     path = Path(value).expanduser()
@@ -372,16 +384,7 @@ def _resolve(model: Path | str | None, cache: Path | None = None) -> tuple[Path,
             f"local model {value!r} does not exist: give an existing GGUF file "
             f"or a known local model ({', '.join(KNOWN_MODELS)})"
         )
-    return path, next((s for s in KNOWN_MODELS.values() if path.name in _file_names(s)), None)
-
-
-def spec_for(model: Path | str | None) -> LocalModelSpec | None:
-    """The registry entry of a local model given as a path, a registry name or $QA_LOCAL_MODEL, without loading it."""
-    value = str(model) if model is not None else os.environ.get("QA_LOCAL_MODEL", "") or DEFAULT_MODEL
-    if value in KNOWN_MODELS:
-        return KNOWN_MODELS[value]
-    name = Path(value).name
-    return next((s for s in KNOWN_MODELS.values() if name in _file_names(s)), None)
+    return path, spec_for(path)
 
 
 def _file_names(spec: LocalModelSpec) -> tuple[str, ...]:
@@ -483,7 +486,7 @@ class LocalEngine:
                 recorder = _LogprobRecorder(self.llama, top_logprobs)
                 result = self.llama.create_chat_completion(**params, logits_processor=[recorder])
                 if result.get("choices"):
-                    result["choices"][0]["logprobs"] = {"content": recorder.content()}
+                    result["choices"][0]["logprobs"] = {"content": recorder.entries}
         finally:
             self.lock.release()
         return result
@@ -502,7 +505,7 @@ class _LogprobRecorder:
     def __init__(self, llama: Any, k: int) -> None:
         self.llama = llama
         self.k = k
-        self.entries: list[dict[str, Any]] = []
+        self.entries: list[dict[str, Any]] = []  # one OpenAI ChatCompletionTokenLogprob dict per generated token
         self._pending: tuple[npt.NDArray[np.float64], list[dict[str, Any]]] | None = None
 
     def __call__(self, input_ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single]) -> npt.NDArray[np.single]:
@@ -528,10 +531,6 @@ class _LogprobRecorder:
     def _entry(self, token: int, logprob: float) -> dict[str, Any]:
         data = bytes(self.llama.detokenize([token], special=False))
         return {"token": data.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(data)}
-
-    def content(self) -> list[dict[str, Any]]:
-        """One OpenAI `ChatCompletionTokenLogprob` dict per generated token."""
-        return self.entries
 
 
 # Process-wide engine cache. A model is hundreds of MB of weights and takes up to seconds to load, and

@@ -276,16 +276,13 @@ class Index:
         declining = None
         if reply.logprobs is not None:
             declining = decline_probability(reply.content, [(t.token, t.top) for t in reply.logprobs])
-        if result is None:
-            return Answer[Any](
-                question=question, answer=None, found=False, usage=usage, model=model_name,
-                decline_probability=declining,
-            )  # fmt: skip
-        if declining is not None and self.decline_threshold is not None and declining >= self.decline_threshold:
-            logger.info(
-                "declining: the model's probability of declining %.4f reaches the threshold %.4f (it answered %r)",
-                declining, self.decline_threshold, result.answer,
-            )  # fmt: skip
+        unsure = declining is not None and self.decline_threshold is not None and declining >= self.decline_threshold
+        if result is None or unsure:
+            if result is not None:
+                logger.info(
+                    "declining: the model's probability of declining %.4f reaches the threshold %.4f (it answered %r)",
+                    declining, self.decline_threshold, result.answer,
+                )  # fmt: skip
             return Answer[Any](
                 question=question, answer=None, found=False, usage=usage, model=model_name,
                 decline_probability=declining,
