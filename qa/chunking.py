@@ -5,9 +5,11 @@ from __future__ import annotations
 import bisect
 import ctypes
 import functools
+import itertools
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -29,7 +31,7 @@ _MIN_FILL = 0.5
 # Texts longer than this (characters) are tokenized in pieces on two threads.
 _PARALLEL_CHARS = 1 << 20
 _THREADS = 2
-# chunk_documents hands its threads documents in batches of about this size.
+# chunk_documents tokenizes documents in batches of about this size.
 _BATCH_CHARS = 1 << 16
 _BATCH_ITEMS = 64
 # Sentence ends are looked for in windows of the text; blingfire also sees this many characters
@@ -74,12 +76,8 @@ def chunk_text(
 ) -> list[Chunk]:
     """Split `text` into chunks of at most `chunk_tokens` tokens, overlapping by about `overlap_tokens`."""
     _validate(chunk_tokens, overlap_tokens)
-    if not text or text.isspace():
-        return []
-    tokens = _encode(encoding, _checked(text, document_id), _THREADS)
-    if len(tokens) <= chunk_tokens:
-        return [Chunk(document_id, 0, 0, len(text), text, len(tokens))]
-    return _Chunker(text, document_id, encoding, tokens, chunk_tokens, overlap_tokens).run()
+    tokens = _tokens_of(text, document_id, encoding, _THREADS)
+    return _pack(text, document_id, encoding, tokens, chunk_tokens, overlap_tokens)
 
 
 def chunk_documents(
@@ -90,10 +88,9 @@ def chunk_documents(
     overlap_tokens: int = 32,
     num_threads: int = _THREADS,
 ) -> list[list[Chunk]]:
-    """Chunk each (document_id, text) pair, `num_threads` documents at a time; one list per item, in order."""
+    """Chunk each (document_id, text) pair, tokenizing on `num_threads` threads; one list per item, in order."""
     _validate(chunk_tokens, overlap_tokens)
-
-    def run(batch: Sequence[tuple[str, str]]) -> list[list[Chunk]]:
+    if num_threads <= 1 or len(items) <= 1:
         return [
             chunk_text(
                 text,
@@ -102,24 +99,60 @@ def chunk_documents(
                 chunk_tokens=chunk_tokens,
                 overlap_tokens=overlap_tokens,
             )
-            for document_id, text in batch
+            for document_id, text in items
         ]
+    # Tokenizing (tiktoken, which releases the GIL) runs ahead on `num_threads` threads while this thread
+    # packs each document's chunks as its tokens arrive: packing is mostly Python, which holds the GIL,
+    # so one thread does all of it and the tokenizers run beside it, rather than threads that each do
+    # both and wait on each other for the GIL. Small documents go in batches to keep scheduling cheap;
+    # at most a few batches are tokenized ahead, which bounds the memory of tokens not yet packed.
+    def tokenize(batch: Sequence[tuple[str, str]]) -> list[_Tokens | None]:
+        return [_tokens_of(text, document_id, encoding, num_threads) for document_id, text in batch]
 
-    if num_threads <= 1 or len(items) <= 1:
-        return run(items)
-    # Tokenizing (tiktoken) and sentence splitting (blingfire) release the GIL, so documents
-    # overlap well on two threads. Small documents go in batches to keep scheduling cheap.
-    batches: list[Sequence[tuple[str, str]]] = []
+    out: list[list[Chunk]] = []
+    batches = iter(_batches(items))
+    with ThreadPoolExecutor(max_workers=num_threads) as pool:
+        pending = deque((b, pool.submit(tokenize, b)) for b in itertools.islice(batches, 2 * num_threads))
+        while pending:
+            batch, tokenized = pending.popleft()
+            if (following := next(batches, None)) is not None:
+                pending.append((following, pool.submit(tokenize, following)))
+            for (document_id, text), tokens in zip(batch, tokenized.result(), strict=True):
+                out.append(_pack(text, document_id, encoding, tokens, chunk_tokens, overlap_tokens))
+    return out
+
+
+def _batches(items: Sequence[tuple[str, str]]) -> Iterator[Sequence[tuple[str, str]]]:
     start = size = 0
     for i, (_, text) in enumerate(items):
         size += len(text)
         if size >= _BATCH_CHARS or i + 1 - start >= _BATCH_ITEMS:
-            batches.append(items[start : i + 1])
+            yield items[start : i + 1]
             start, size = i + 1, 0
     if start < len(items):
-        batches.append(items[start:])
-    with ThreadPoolExecutor(max_workers=num_threads) as pool:
-        return [chunks for result in pool.map(run, batches) for chunks in result]
+        yield items[start:]
+
+
+def _tokens_of(text: str, document_id: str, encoding: tiktoken.Encoding, threads: int) -> _Tokens | None:
+    """The tokens of a document's text; None for text without a visible character (it has no chunks)."""
+    if not text or text.isspace():
+        return None
+    return _encode(encoding, _checked(text, document_id), threads)
+
+
+def _pack(
+    text: str,
+    document_id: str,
+    encoding: tiktoken.Encoding,
+    tokens: _Tokens | None,
+    chunk_tokens: int,
+    overlap_tokens: int,
+) -> list[Chunk]:
+    if tokens is None:
+        return []
+    if len(tokens) <= chunk_tokens:
+        return [Chunk(document_id, 0, 0, len(text), text, len(tokens))]
+    return _Chunker(text, document_id, encoding, tokens, chunk_tokens, overlap_tokens).run()
 
 
 def _validate(chunk_tokens: int, overlap_tokens: int) -> None:

@@ -263,6 +263,25 @@ def test_chunk_documents_matches_chunk_text(enc: tiktoken.Encoding) -> None:
     assert chunk_documents([], encoding=enc) == []
 
 
+def test_chunk_documents_pipeline_keeps_order_errors_and_long_texts(
+    enc: tiktoken.Encoding, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # small batches, so that tokenizing runs several batches ahead of packing; one text long enough to be
+    # tokenized in parallel pieces itself
+    monkeypatch.setattr(qa.chunking, "_BATCH_ITEMS", 3)
+    monkeypatch.setattr(qa.chunking, "_PARALLEL_CHARS", 4000)
+    seed = SEED.read_text(encoding="utf-8")
+    texts = [seed, " \n ", sentences(50), seed * 4, "中文。" * 300, "x"] * 6
+    items = [(f"d{i}", t) for i, t in enumerate(texts)]
+    expected = [chunk_text(t, document_id=d, encoding=enc, chunk_tokens=64, overlap_tokens=8) for d, t in items]
+    assert chunk_documents(items, encoding=enc, chunk_tokens=64, overlap_tokens=8) == expected
+    assert [c.document_id for cs in expected for c in cs[:1]] == [d for d, t in items if t.strip()]
+    # a bad text anywhere is the same typed error, naming that document
+    bad = [*items[:20], ("bad.txt", "ok \ud800 no"), *items[20:]]
+    with pytest.raises(InputError, match="'bad.txt' contains unpaired surrogate"):
+        chunk_documents(bad, encoding=enc, chunk_tokens=64, overlap_tokens=8)
+
+
 def test_long_text_is_tokenized_in_parallel_pieces(enc: tiktoken.Encoding, monkeypatch: pytest.MonkeyPatch) -> None:
     text = (SEED.read_text(encoding="utf-8") + "中文 😀 e.g. x/y\r\n  z ") * 20
     monkeypatch.setattr(qa.chunking, "_PARALLEL_CHARS", 2000)
