@@ -41,6 +41,7 @@ _MARGIN = 24
 _LOOK_BACK_TOKENS = 32
 
 _Tokens = npt.NDArray[np.uint32]  # token ids, as tiktoken's encode_to_numpy returns them
+_Offsets = npt.NDArray[np.int64]
 
 # Line breaks: the run of blank lines and indentation from a "\n" up to the next visible
 # character; group 1 starts right after the run's last "\n".
@@ -76,8 +77,8 @@ def chunk_text(
 ) -> list[Chunk]:
     """Split `text` into chunks of at most `chunk_tokens` tokens, overlapping by about `overlap_tokens`."""
     _validate(chunk_tokens, overlap_tokens)
-    tokens = _tokens_of(text, document_id, encoding, _THREADS)
-    return _pack(text, document_id, encoding, tokens, chunk_tokens, overlap_tokens)
+    ends = _token_ends_of(text, document_id, encoding, _THREADS)
+    return _pack(text, document_id, encoding, ends, chunk_tokens, overlap_tokens)
 
 
 def chunk_documents(
@@ -101,13 +102,13 @@ def chunk_documents(
             )
             for document_id, text in items
         ]
-    # Tokenizing (tiktoken, which releases the GIL) runs ahead on `num_threads` threads while this thread
-    # packs each document's chunks as its tokens arrive: packing is mostly Python, which holds the GIL,
+    # Tokenizing (tiktoken and numpy, which release the GIL) runs ahead on `num_threads` threads while this
+    # thread packs each document's chunks as its tokens arrive: packing is mostly Python, which holds the GIL,
     # so one thread does all of it and the tokenizers run beside it, rather than threads that each do
     # both and wait on each other for the GIL. Small documents go in batches to keep scheduling cheap;
     # at most a few batches are tokenized ahead, which bounds the memory of tokens not yet packed.
-    def tokenize(batch: Sequence[tuple[str, str]]) -> list[_Tokens | None]:
-        return [_tokens_of(text, document_id, encoding, num_threads) for document_id, text in batch]
+    def tokenize(batch: Sequence[tuple[str, str]]) -> list[_Offsets | None]:
+        return [_token_ends_of(text, document_id, encoding, num_threads) for document_id, text in batch]
 
     out: list[list[Chunk]] = []
     batches = iter(_batches(items))
@@ -117,8 +118,8 @@ def chunk_documents(
             batch, tokenized = pending.popleft()
             if (following := next(batches, None)) is not None:
                 pending.append((following, pool.submit(tokenize, following)))
-            for (document_id, text), tokens in zip(batch, tokenized.result(), strict=True):
-                out.append(_pack(text, document_id, encoding, tokens, chunk_tokens, overlap_tokens))
+            for (document_id, text), ends in zip(batch, tokenized.result(), strict=True):
+                out.append(_pack(text, document_id, encoding, ends, chunk_tokens, overlap_tokens))
     return out
 
 
@@ -133,26 +134,27 @@ def _batches(items: Sequence[tuple[str, str]]) -> Iterator[Sequence[tuple[str, s
         yield items[start:]
 
 
-def _tokens_of(text: str, document_id: str, encoding: tiktoken.Encoding, threads: int) -> _Tokens | None:
-    """The tokens of a document's text; None for text without a visible character (it has no chunks)."""
+def _token_ends_of(text: str, document_id: str, encoding: tiktoken.Encoding, threads: int) -> _Offsets | None:
+    """Where each token of a document's text ends (see _token_ends); None for text without a visible
+    character (it has no chunks)."""
     if not text or text.isspace():
         return None
-    return _encode(encoding, _checked(text, document_id), threads)
+    return _token_ends(text, _encode(encoding, _checked(text, document_id), threads), encoding)
 
 
 def _pack(
     text: str,
     document_id: str,
     encoding: tiktoken.Encoding,
-    tokens: _Tokens | None,
+    ends: _Offsets | None,
     chunk_tokens: int,
     overlap_tokens: int,
 ) -> list[Chunk]:
-    if tokens is None:
+    if ends is None:
         return []
-    if len(tokens) <= chunk_tokens:
-        return [Chunk(document_id, 0, 0, len(text), text, len(tokens))]
-    return _Chunker(text, document_id, encoding, tokens, chunk_tokens, overlap_tokens).run()
+    if len(ends) <= chunk_tokens:
+        return [Chunk(document_id, 0, 0, len(text), text, len(ends))]
+    return _Chunker(text, document_id, encoding, ends, chunk_tokens, overlap_tokens).run()
 
 
 def _validate(chunk_tokens: int, overlap_tokens: int) -> None:
@@ -255,7 +257,7 @@ def _encode(encoding: tiktoken.Encoding, text: str, threads: int) -> _Tokens:
         return np.concatenate(list(pool.map(functools.partial(_encode_one, encoding), pieces)))
 
 
-def _token_ends(text: str, tokens: _Tokens, encoding: tiktoken.Encoding) -> npt.NDArray[np.int64]:
+def _token_ends(text: str, tokens: _Tokens, encoding: tiktoken.Encoding) -> _Offsets:
     """For each token, the first character offset at or after the byte where it ends."""
     # The characters starting in the first k tokens are exactly those before that offset.
     ends = np.cumsum(_token_char_starts(encoding)[tokens])
@@ -327,7 +329,7 @@ class _Chunker:
         text: str,
         document_id: str,
         encoding: tiktoken.Encoding,
-        tokens: _Tokens,
+        ends: _Offsets,  # _token_ends of the text
         chunk_tokens: int,
         overlap_tokens: int,
     ) -> None:
@@ -338,8 +340,8 @@ class _Chunker:
         self.additive = _additive(encoding)
         self.budget = chunk_tokens
         self.overlap = overlap_tokens
-        self.ends = _token_ends(text, tokens, encoding)
-        self.total = len(tokens)
+        self.ends = ends
+        self.total = len(ends)
         self.last_visible = len(text.rstrip())
         # Clean line starts, split into paragraph starts (after a blank line) and other lines.
         para: list[int] = []
