@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import json
 import logging
 import re
 from collections.abc import Generator, Iterable, Sequence
@@ -66,6 +67,22 @@ def _extract_json(content: str) -> str:
         return m.group(1)
     start, end = content.find("{"), content.rfind("}")
     return content[start : end + 1] if 0 <= start < end else content
+
+
+def _validate_reply(schema_model: type[BaseModel], content: str, context: dict[str, Any] | None = None) -> BaseModel:
+    """The reply's JSON validated against `schema_model`; raw control characters (a line break typed
+    inside a string) are read as themselves, as many models write them and Python's json reads them."""
+    text = _extract_json(content)
+    try:
+        return schema_model.model_validate_json(text, context=context)
+    except PydanticValidationError as exc:
+        if [e["type"] for e in exc.errors()] != ["json_invalid"]:
+            raise
+        try:
+            data = json.loads(text, strict=False)
+        except ValueError:
+            raise exc from None
+        return schema_model.model_validate(data, context=context)
 
 
 def _format_errors(exc: PydanticValidationError) -> list[str]:
@@ -235,8 +252,8 @@ class Index:
             model_name = reply.model or model_name
             content = reply.content
             try:
-                parsed = schema_model.model_validate_json(
-                    _extract_json(content), context={"passages": by_number, "fuzzy": s.fuzzy_quote_score}
+                parsed = _validate_reply(
+                    schema_model, content, context={"passages": by_number, "fuzzy": s.fuzzy_quote_score}
                 )
             except PydanticValidationError as exc:
                 errors = _format_errors(exc)
@@ -253,7 +270,7 @@ class Index:
                 request = LLMRequest(tuple(messages), request.schema, request.schema_name, top_logprobs)
         # Out of attempts: keep what verifies, drop the rest, and say so.
         try:
-            parsed = schema_model.model_validate_json(_extract_json(content))
+            parsed = _validate_reply(schema_model, content)
         except PydanticValidationError as exc:
             raise AnswerValidationError(
                 f"the model gave no valid answer in {s.max_attempts} attempt(s): {'; '.join(errors)}",

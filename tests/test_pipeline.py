@@ -136,6 +136,22 @@ def test_output_that_never_parses_raises_with_details(
     assert info.value.usage.calls == 3
 
 
+def test_raw_line_breaks_inside_json_strings_are_read(
+    server: OpenAIServer, settings: qa.Settings, seed_doc: qa.Document
+) -> None:
+    # Some models type a line break inside a JSON string instead of "\\n" (strict JSON forbids it): the
+    # reply is read as Python's json reads it, not re-asked, and the quote is still verified.
+    words = Q4000.split(" ")
+    quote = " ".join(words[:5]) + "\n" + " ".join(words[5:])
+    server.reply('{"result": {"answer": "4,000\nkilled or wounded", "quotes": [{"passage": 1, "quote": "'
+                 + quote + '"}]}}')  # fmt: skip
+    answer = qa.Index([seed_doc], settings).ask("How many casualties?")
+    assert answer.found and answer.verified and answer.answer == "4,000\nkilled or wounded"
+    assert [c.quote for c in answer.citations] == [Q4000] and answer.usage.calls == 1
+    check_citations(answer, seed_doc)
+    server.assert_done()
+
+
 def test_abstention(server: OpenAIServer, settings: qa.Settings, seed_doc: qa.Document) -> None:
     server.reply_json(reply([], None))
     answer = qa.Index([seed_doc], settings).ask("What was the weather in Kursk?")
