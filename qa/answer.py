@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from rapidfuzz import fuzz
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
 
 __all__ = [
     "Answer",
@@ -21,6 +21,7 @@ __all__ = [
     "decline_probability",
     "find_quote",
     "locate_quote",
+    "unquoted_numbers",
 ]
 
 OutputT = TypeVar("OutputT")
@@ -148,9 +149,11 @@ def _build_schema_model(output: Any, max_citations: int) -> type[BaseModel]:
     # Nesting the quotes under a nullable result lets schema-constrained decoding require evidence
     # for every answer while still allowing a plain "not found", and keeps the root an object.
     suffix = "" if output is str else f"_{getattr(output, '__name__', 'Output')}"
+    validators: dict[str, Any] = {"_numbers_quoted": model_validator(mode="after")(_numbers_quoted)} if output is str else {}
     cited = create_model(
         "CitedAnswer" + suffix,
         __config__=ConfigDict(extra="forbid"),
+        __validators__=validators,
         # A bound on free-text answers keeps a small model's grammar-constrained output from running to max_tokens.
         answer=(output, Field(max_length=600)) if output is str else (output, ...),
         quotes=(list[ModelQuote], Field(min_length=1, max_length=max_citations)),
@@ -161,6 +164,25 @@ def _build_schema_model(output: Any, max_citations: int) -> type[BaseModel]:
         __config__=ConfigDict(extra="forbid"),
         result=(result_type, ...),
     )
+
+
+def _numbers_quoted(answer: Any, info: ValidationInfo) -> Any:
+    # A text answer that states a number must quote where the passages state it (with the passages in
+    # context only; the quotes themselves were checked first).
+    if (info.context or {}).get("passages") is not None:
+        missing = unquoted_numbers(answer.answer, [q.quote for q in answer.quotes])
+        if missing:
+            raise ValueError(
+                f"the answer states {', '.join(missing)}, which none of its quotes contains: quote the sentence "
+                "that states it, or give null as the result if the passages do not say"
+            )
+    return answer
+
+
+def unquoted_numbers(answer: str, quotes: Sequence[str]) -> list[str]:
+    """The numbers `answer` states (digits; "4,000" = "4000") that none of `quotes` states, in order of appearance."""
+    quoted = {n for quote in quotes for n in _numbers(quote)}
+    return list(dict.fromkeys(m for m in _NUMBER.findall(answer) if m.replace(",", "") not in quoted))
 
 
 # --- how sure the model was that it should answer ----------------------------------------------

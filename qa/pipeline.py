@@ -21,6 +21,7 @@ from qa.answer import (
     Usage,
     answer_schema_model,
     decline_probability,
+    unquoted_numbers,
     verify_quotes,
 )
 from qa.chunking import Chunk, chunk_documents
@@ -307,8 +308,13 @@ class Index:
         answer = result.answer
         spans, errors = verify_quotes(result.quotes, located, fuzzy=self.settings.fuzzy_quote_score)
         verified = not errors
-        if not spans and self.settings.require_citations:
-            logger.info("withholding an answer none of whose citations could be verified")
+        unsupported = isinstance(answer, str) and unquoted_numbers(answer, [self._texts[d][a:b] for d, a, b, _ in spans])
+        if (not spans or unsupported) and self.settings.require_citations:
+            logger.info(
+                "withholding an answer %s",
+                f"stating {', '.join(unsupported)}, which no verified citation states" if unsupported
+                else "none of whose citations could be verified",
+            )  # fmt: skip
             return Answer[Any](
                 question=question, answer=None, found=False, verified=False, usage=usage, model=model_name,
                 decline_probability=declining,

@@ -118,7 +118,9 @@ class Settings(BaseModel):
         "Env QA_DECLINE_THRESHOLD (a number, auto or off).",
     )
     require_citations: bool = Field(
-        True, description="Withhold an answer (found=False) when none of its citations could be verified."
+        True,
+        description="Withhold an answer (found=False) when none of its citations could be verified, or when it "
+        "states a number (digits) that no verified citation states.",
     )
 
     # --- transport ----------------------------------------------------------------------

@@ -152,6 +152,46 @@ def test_raw_line_breaks_inside_json_strings_are_read(
     server.assert_done()
 
 
+def test_answer_stating_a_number_its_quotes_do_not_is_reasked(
+    server: OpenAIServer, settings: qa.Settings, seed_doc: qa.Document
+) -> None:
+    # The quote is verbatim, but it does not state the answer's number: re-asked with the reason.
+    server.reply_json(reply([(1, Q1200)], "9,000 casualties"))
+    server.reply_json(reply([(1, Q4000)], "4000 killed or wounded"))  # "4000" is the source's "4,000"
+    answer = qa.Index([seed_doc], settings).ask("How many casualties?")
+    assert answer.found and answer.verified and answer.answer == "4000 killed or wounded"
+    assert [c.quote for c in answer.citations] == [Q4000] and answer.usage.reasks == 1
+    reask = server.requests[1]["messages"][-1]["content"]
+    assert "the answer states 9,000, which none of its quotes contains" in reask
+    server.assert_done()
+
+
+def test_answer_whose_number_no_citation_states_is_withheld(
+    server: OpenAIServer, settings: qa.Settings, seed_doc: qa.Document
+) -> None:
+    for _ in range(settings.max_attempts):
+        server.reply_json(reply([(1, Q1200)], "about 9,000"))
+    answer = qa.Index([seed_doc], settings).ask("How many casualties?")
+    assert not answer.found and answer.answer is None and not answer.citations and not answer.verified
+    assert answer.usage.calls == settings.max_attempts
+    # without require_citations the answer is returned, marked unverified, with the quote that does verify
+    for _ in range(settings.max_attempts):
+        server.reply_json(reply([(1, Q1200)], "about 9,000"))
+    kept = qa.Index([seed_doc], settings.model_copy(update={"require_citations": False})).ask("How many casualties?")
+    assert kept.found and kept.answer == "about 9,000" and not kept.verified
+    assert [c.quote for c in kept.citations] == [Q1200]
+    server.assert_done()
+
+
+def test_unquoted_numbers() -> None:
+    from qa.answer import unquoted_numbers
+
+    assert unquoted_numbers("4000 and about 1,200", ["at 4,000, though", "around 1,200."]) == []
+    assert unquoted_numbers("20.8% in 1974.", ["constitutes 20.8% of it, since March 1974"]) == []
+    assert unquoted_numbers("50 or 40, or 50 again", ["The orchard has 40 apple trees."]) == ["50"]
+    assert unquoted_numbers("forty", ["40 trees"]) == [] and unquoted_numbers("9,000", []) == ["9,000"]
+
+
 def test_abstention(server: OpenAIServer, settings: qa.Settings, seed_doc: qa.Document) -> None:
     server.reply_json(reply([], None))
     answer = qa.Index([seed_doc], settings).ask("What was the weather in Kursk?")
