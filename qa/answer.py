@@ -182,7 +182,7 @@ def _numbers_quoted(answer: Any, info: ValidationInfo) -> Any:
 def unquoted_numbers(answer: str, quotes: Sequence[str]) -> list[str]:
     """The numbers `answer` states (digits; "4,000" = "4000") that none of `quotes` states, in order of appearance."""
     quoted = {n for quote in quotes for n in _numbers(quote)}
-    return list(dict.fromkeys(m for m in _NUMBER.findall(answer) if m.replace(",", "") not in quoted))
+    return list(dict.fromkeys(m for m in _NUMBER.findall(answer) if _number_key(m) not in quoted))
 
 
 # --- how sure the model was that it should answer ----------------------------------------------
@@ -282,7 +282,11 @@ _FUZZY_MIN_CHARS = 20
 
 
 def _numbers(text: str) -> list[str]:
-    return sorted(n.replace(",", "") for n in _NUMBER.findall(text))
+    return sorted(map(_number_key, _NUMBER.findall(text)))
+
+
+def _number_key(number: str) -> str:
+    return number.replace(",", "")  # "4,000" states the same number as "4000"
 
 
 def _snap_to_words(source: str, start: int, end: int) -> tuple[int, int]:
