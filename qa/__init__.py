@@ -2,7 +2,7 @@
 
 from qa.answer import Answer, ChunkRef, Citation, Usage
 from qa.chunking import Chunk
-from qa.documents import Document, load
+from qa.documents import Document, Location
 from qa.errors import (
     AnswerValidationError,
     AuthenticationError,
@@ -18,6 +18,7 @@ from qa.errors import (
     ServerError,
 )
 from qa.llm import LLM, LLMRequest, LLMResponse, OpenAILLM
+from qa.loaders import LoadResult, iter_load, load
 from qa.pipeline import Index, ask
 from qa.prompts import PromptSet, load_prompts
 from qa.retrieval import BM25Retriever, Hit, Passage, Retriever
@@ -45,6 +46,8 @@ __all__ = [
     "LLMRequest",
     "LLMResponse",
     "LLMTimeoutError",
+    "LoadResult",
+    "Location",
     "OpenAILLM",
     "Passage",
     "PromptSet",
@@ -56,6 +59,7 @@ __all__ = [
     "Settings",
     "Usage",
     "ask",
+    "iter_load",
     "load",
     "load_prompts",
     "__version__",

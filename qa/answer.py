@@ -68,6 +68,16 @@ class Citation(BaseModel):
         description="How the model's quote was found: word for word, after folding whitespace/quote marks/case, "
         "or as a near-verbatim span with the same numbers (the quote returned is always the source's own text).",
     )
+    page: int | None = Field(None, description="The page (1-based) of a PDF the quote starts on.")
+    section: str | None = Field(
+        None, description="The heading path the quote is under in an HTML, Word or PDF file, e.g. 'Results › Casualties'."
+    )
+
+    @property
+    def location(self) -> str:
+        """Where the quote is, as a reader finds it: "p. 3", "§ Results › Casualties", or ""."""
+        parts = ([f"p. {self.page}"] if self.page is not None else []) + ([f"§ {self.section}"] if self.section else [])
+        return " ".join(parts)
 
 
 class Answer(BaseModel, Generic[OutputT]):
@@ -95,7 +105,8 @@ class Answer(BaseModel, Generic[OutputT]):
         answer = self.answer.model_dump_json() if isinstance(self.answer, BaseModel) else str(self.answer)
         lines = [answer]
         for n, c in enumerate(self.citations, 1):
-            lines.append(f"  [{n}] {c.document_id}:{c.start}-{c.end} \"{c.quote}\"")
+            where = f"{c.document_id} {c.location}" if c.location else c.document_id
+            lines.append(f"  [{n}] {where}:{c.start}-{c.end} \"{c.quote}\"")
         return "\n".join(lines)
 
 

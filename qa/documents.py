@@ -1,29 +1,39 @@
-"""Documents and loading them from files, with clear errors for what cannot be read."""
+"""Documents: one canonical text each, and where each stretch of it sits in the original file."""
 
 from __future__ import annotations
 
+import bisect
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from qa.errors import DocumentError, InputError
+from qa.errors import InputError
 
-__all__ = ["SUPPORTED_SUFFIXES", "Document", "load"]
+__all__ = ["SECTION_SEPARATOR", "Document", "Location"]
 
-SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".text")
-_BINARY_SNIFF_BYTES = 8192
+# Joins a heading path: "Results › Casualties".
+SECTION_SEPARATOR = " › "
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """From text offset `start` on (until the next Location), the text is on `page` and under the heading path `section`."""
+
+    start: int
+    page: int | None = None
+    section: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """A text to answer from; citations index into `text`."""
+    """A text to answer from; citations index into `text`, and `locations` maps its offsets to pages and sections."""
 
     text: str
     id: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    locations: tuple[Location, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str):
@@ -35,55 +45,13 @@ class Document:
             digest = hashlib.sha256(self.text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
             object.__setattr__(self, "id", f"doc-{digest}")
         object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
+        locations = tuple(self.locations)
+        starts = [loc.start for loc in locations]
+        if starts != sorted(starts) or (starts and not 0 <= starts[0] <= starts[-1] <= len(self.text)):
+            raise InputError(f"document {self.id!r}: locations must be sorted by start and lie within the text")
+        object.__setattr__(self, "locations", locations)
 
-
-def _load_file(path: Path, doc_id: str) -> Document:
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise DocumentError(
-            f"{path}: unsupported file type {suffix or '(no suffix)'!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}",
-            path=str(path),
-        )
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DocumentError(f"{path}: cannot read file: {exc.strerror or exc}", path=str(path)) from exc
-    if b"\x00" in data[:_BINARY_SNIFF_BYTES]:
-        raise DocumentError(f"{path}: looks like a binary file (contains NUL bytes), not text", path=str(path))
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DocumentError(
-            f"{path}: not valid UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); convert it to UTF-8",
-            path=str(path),
-        ) from exc
-    if not text.strip():
-        raise DocumentError(f"{path}: file is empty", path=str(path))
-    return Document(text=text, id=doc_id, metadata={"path": str(path)})
-
-
-def load(paths: str | Path | Iterable[str | Path]) -> list[Document]:
-    """Load .txt/.md files (a directory loads the supported files below it) as Documents."""
-    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    if not items:
-        raise InputError("no paths given")
-    documents: list[Document] = []
-    for item in items:
-        path = Path(item)
-        if not path.exists():
-            raise DocumentError(f"{path}: no such file or directory", path=str(path))
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
-            if not found:
-                raise DocumentError(
-                    f"{path}: directory has no {', '.join(SUPPORTED_SUFFIXES)} files to load", path=str(path)
-                )
-            documents.extend(_load_file(p, p.relative_to(path).as_posix()) for p in found)
-        else:
-            documents.append(_load_file(path, path.name))
-    seen: set[str] = set()
-    for doc in documents:
-        if doc.id in seen:
-            raise InputError(f"two documents share the id {doc.id!r}; give them distinct names")
-        seen.add(doc.id)
-    return documents
+    def location_at(self, offset: int) -> Location | None:
+        """The location of the character at `offset`: the last Location starting at or before it, if any."""
+        i = bisect.bisect_right(self.locations, offset, key=lambda loc: loc.start)
+        return self.locations[i - 1] if i else None

@@ -25,10 +25,11 @@ from qa.answer import (
     verify_quotes,
 )
 from qa.chunking import Chunk, chunk_documents
-from qa.documents import Document, load
+from qa.documents import Document
 from qa.evidence import focus
 from qa.errors import AnswerValidationError, InputError
 from qa.llm import LLM, LLMRequest, LLMResponse, OpenAILLM
+from qa.loaders import load
 from qa.prompts import PromptSet, load_prompts
 from qa.retrieval import BM25Retriever, Passage, Retriever, select_passages
 from qa.settings import Settings
@@ -114,6 +115,7 @@ class Index:
         if len(set(ids)) != len(ids):
             raise InputError("document ids must be unique")
         self._texts = {d.id: d.text for d in self.documents}
+        self._by_id = {d.id: d for d in self.documents}
         self.prompts = prompts if prompts is not None else load_prompts()
         self.encoding = encoding_for_model(None if self.settings.uses_local_model else self.settings.model_name)
         chunked = chunk_documents(
@@ -149,8 +151,8 @@ class Index:
     def from_paths(
         cls, paths: str | Path | Iterable[str | Path], settings: Settings | None = None, **kwargs: Any
     ) -> Index:
-        """Load .txt/.md files or folders and index them."""
-        return cls(load(paths), settings, **kwargs)
+        """Load files or folders (text, Markdown, HTML, PDF, DOCX) and index them."""
+        return cls(load(paths, settings), settings, **kwargs)
 
     # --- prompt ----------------------------------------------------------------------------
 
@@ -222,8 +224,10 @@ class Index:
             Citation(
                 document_id=doc, start=start, end=end, quote=self._texts[doc][start:end],
                 chunk=self._chunk_at(doc, start), match=kind,
+                page=loc.page if loc else None, section=loc.section if loc else None,
             )
             for doc, start, end, kind in spans
+            for loc in [self._by_id[doc].location_at(start)]
         ]  # fmt: skip
 
     def _flow(self, question: str, output: type[Any]) -> Flow:
@@ -367,11 +371,11 @@ def ask(
     settings: Settings | None = None,
     **kwargs: Any,
 ) -> Answer[Any]:
-    """One-liner: answer `question` from Documents and/or paths to .txt/.md files."""
+    """One-liner: answer `question` from Documents and/or paths to files or folders."""
     items = [documents] if isinstance(documents, (Document, str, Path)) else list(documents)
     docs: list[Document] = []
     for item in items:
-        docs.extend([item] if isinstance(item, Document) else load(item))
+        docs.extend([item] if isinstance(item, Document) else load(item, settings))
     output = kwargs.pop("output", str)
     with Index(docs, settings, **kwargs) as index:
         return index.ask(question, output=output)

@@ -63,6 +63,23 @@ class Settings(BaseModel):
         None, description="Where local model files are assembled (env QA_CACHE_DIR); default ~/.cache/qa."
     )
 
+    # --- loading documents -------------------------------------------------------------------
+    max_file_bytes: int = Field(
+        200_000_000, ge=1, description="Files larger than this (bytes) are refused with a DocumentError, unread."
+    )
+    max_document_chars: int = Field(
+        50_000_000, ge=1, description="A file whose extracted text is longer than this (characters) is refused."
+    )
+    max_unpacked_bytes: int = Field(
+        256_000_000,
+        ge=1,
+        description="A DOCX whose zip parts unpack to more than this (bytes, as the archive declares them), or a "
+        "compressed HTML file that inflates to more, is refused (zip bombs); a part packed over 200:1 is too.",
+    )
+    pdf_password: SecretStr | None = Field(
+        None, description="Password for encrypted PDFs (env QA_PDF_PASSWORD); qa.load(password=...) overrides it."
+    )
+
     # --- chunking and retrieval ------------------------------------------------------------
     chunk_tokens: int = Field(256, ge=16, le=8192, description="Maximum tokens per chunk.")
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks of a document.")
@@ -150,6 +167,7 @@ class Settings(BaseModel):
             ("QA_LOCAL_MODEL", "local_model"),
             ("QA_CACHE_DIR", "cache_dir"),
             ("QA_DECLINE_THRESHOLD", "decline_threshold"),
+            ("QA_PDF_PASSWORD", "pdf_password"),
         ):
             if env.get(var):
                 values[key] = env[var]

