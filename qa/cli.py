@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log progress (-vv: every LLM call)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ask = sub.add_parser("ask", help="answer a question about .txt/.md files or folders")
+    ask = sub.add_parser("ask", help="answer a question about files (text, Markdown, HTML, PDF, DOCX) or folders")
     ask.add_argument("question", help="the question to answer")
     ask.add_argument("paths", nargs="+", help="files or folders to answer from")
     ask.add_argument("--json", action="store_true", help="print the Answer as JSON")

@@ -3,7 +3,8 @@
     QAError
     ├── ConfigurationError        settings that cannot work (bad values, missing model data)
     ├── InputError                the caller's input: empty question, empty document
-    │   └── DocumentError         a file that cannot be read: missing, a directory, binary, not UTF-8, unsupported type
+    │   └── DocumentError         a file that cannot be read (.path): missing, unsupported, encrypted, scanned,
+    │                             corrupt, a zip bomb, too large, binary with a text suffix
     ├── LLMError                  talking to the model failed (carries status_code, request_id, attempts)
     │   ├── AuthenticationError   401 / 403: raised at once, never retried
     │   ├── RequestRejectedError  400 / 404 / 422 and other client errors: raised at once

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -10,11 +9,10 @@ from typing import Any, Protocol
 from qa.documents import SECTION_SEPARATOR, Location
 from qa.errors import DocumentError
 
-__all__ = ["EXTRA", "Extracted", "LoadOptions", "Loader", "Sections", "TextBuilder", "missing_package"]
+__all__ = ["EXTRA", "Extracted", "LoadOptions", "Loader", "Sections", "TextBuilder", "missing_package", "one_line", "size"]
 
 # The extra that installs the HTML, PDF and DOCX libraries.
 EXTRA = "documents"
-_SPACES = re.compile(r"[ \t\u00a0]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +58,13 @@ class Loader(Protocol):
 def missing_package(package: str, kind: str) -> DocumentError:
     """The error for a loader whose library is not installed: it names the extra that installs it."""
     return DocumentError(f"reading {kind} files needs {package}: pip install 'qa[{EXTRA}]'")
+
+
+def size(n: float) -> str:
+    """A byte count as people read it: "1.2 MB", "56.0 kB", "800 bytes"."""
+    if n >= 1e6:
+        return f"{n / 1e6:,.1f} MB"
+    return f"{n / 1e3:,.1f} kB" if n >= 1e3 else f"{n:,.0f} bytes"
 
 
 def one_line(text: str) -> str:
@@ -122,8 +127,3 @@ class TextBuilder:
     def build(self, metadata: Mapping[str, Any] | None = None) -> Extracted:
         """The text and locations so far."""
         return Extracted("".join(self._parts), tuple(self._locations), dict(metadata or {}))
-
-
-def tidy_spaces(line: str) -> str:
-    """Runs of spaces and tabs in a line as one space (layout spacing, not content)."""
-    return _SPACES.sub(" ", line).strip()

@@ -8,7 +8,7 @@ import zipfile
 from typing import Any
 
 from qa.errors import DocumentError
-from qa.loaders.base import Extracted, LoadOptions, Sections, TextBuilder, missing_package
+from qa.loaders.base import Extracted, LoadOptions, Sections, TextBuilder, missing_package, size
 
 __all__ = ["DOCXLoader"]
 
@@ -37,14 +37,14 @@ def _check_archive(data: bytes, options: LoadOptions) -> None:
         unpacked = sum(m.file_size for m in members)
         if unpacked > options.max_unpacked_bytes:
             raise DocumentError(
-                f"unpacks to {unpacked / 1e6:,.0f} MB, over the {options.max_unpacked_bytes / 1e6:,.0f} MB limit "
+                f"unpacks to {size(unpacked)}, over the {size(options.max_unpacked_bytes)} limit "
                 "(Settings.max_unpacked_bytes): a zip bomb?"
             )
         for m in members:
             if m.file_size >= _RATIO_CHECKED_FROM and m.file_size > _MAX_RATIO * max(m.compress_size, 1):
                 raise DocumentError(
                     f"{m.filename} is packed {m.file_size // max(m.compress_size, 1):,}:1 "
-                    f"({m.file_size / 1e6:,.0f} MB from {m.compress_size / 1e3:,.0f} kB): a zip bomb?"
+                    f"({size(m.file_size)} from {size(m.compress_size)}): a zip bomb?"
                 )
 
 

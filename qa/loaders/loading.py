@@ -11,7 +11,7 @@ from typing import Literal, overload
 
 from qa.documents import Document
 from qa.errors import DocumentError, InputError
-from qa.loaders.base import Loader, LoadOptions, one_line
+from qa.loaders.base import Loader, LoadOptions, one_line, size
 from qa.loaders.docx import DOCXLoader
 from qa.loaders.html import HTMLLoader
 from qa.loaders.pdf import PDFLoader
@@ -71,10 +71,10 @@ def _read(path: Path, loader: Loader | None, settings: Settings, options: LoadOp
     """One file as a Document; every failure is a DocumentError naming the file."""
     name = str(path)
     try:
-        size = path.stat().st_size
-        if size > settings.max_file_bytes:
+        length = path.stat().st_size
+        if length > settings.max_file_bytes:
             raise DocumentError(
-                f"{name}: file is {size / 1e6:,.1f} MB, over the {settings.max_file_bytes / 1e6:,.1f} MB limit "
+                f"{name}: file is {size(length)}, over the {size(settings.max_file_bytes)} limit "
                 "(Settings.max_file_bytes)",
                 path=name,
             )
