@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from qa.errors import QAError
+from qa.redact import RedactingFilter, redact, url_password
 
 __all__ = ["main"]
 
@@ -63,13 +64,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    from qa.settings import Settings
+
     args = _parser().parse_args(argv)
+    # Every log line and error is redacted of the keys in the environment (and credential-shaped text),
+    # whichever library logged it.
+    secrets = Settings.env_secrets() + tuple(s for s in [url_password(getattr(args, "base_url", None))] if s)
     if args.verbose:
-        logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO, format="%(levelname)s %(message)s")
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        handler.addFilter(RedactingFilter(secrets))
+        logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO, handlers=[handler])
     try:
         return int(args.handler(args))
     except QAError as exc:
-        print(f"qa: error: {exc}", file=sys.stderr)
+        print(f"qa: error: {redact(str(exc), secrets)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -23,6 +23,7 @@ from tenacity import (
 
 from qa import errors
 from qa.prompts import PromptSet
+from qa.redact import redact, redact_data
 from qa.settings import Settings
 
 if TYPE_CHECKING:
@@ -139,21 +140,21 @@ def _retry_after(exc: BaseException | None) -> float | None:
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
 
 
-def _translate(exc: BaseException, attempts: int) -> errors.QAError:
-    """Turn an openai (or decode) exception into qa's error tree."""
+def _translate(exc: BaseException, attempts: int, secrets: tuple[str, ...] = ()) -> errors.QAError:
+    """Turn an openai (or decode) exception into qa's error tree; whatever the server sent back is redacted."""
     n = f" after {attempts} attempt{'s' if attempts != 1 else ''}"
     if isinstance(exc, openai.APITimeoutError):
         return errors.LLMTimeoutError(f"the request timed out{n}", attempts=attempts)
     if isinstance(exc, openai.APIConnectionError):
-        return errors.LLMConnectionError(f"cannot reach the LLM server{n}: {exc}", attempts=attempts)
+        return errors.LLMConnectionError(f"cannot reach the LLM server{n}: {redact(str(exc), secrets)}", attempts=attempts)
     if isinstance(exc, openai.APIStatusError):
         kw: dict[str, Any] = {
             "status_code": exc.status_code,
             "request_id": exc.request_id,
             "attempts": attempts,
-            "body": exc.body,
+            "body": redact_data(exc.body, secrets),
         }
-        message = f"HTTP {exc.status_code} from the LLM server{n}: {exc.message}"
+        message = f"HTTP {exc.status_code} from the LLM server{n}: {redact(exc.message, secrets)}"
         if exc.status_code in (401, 403):
             return errors.AuthenticationError(message, **kw)
         if exc.status_code == 429:
@@ -161,7 +162,7 @@ def _translate(exc: BaseException, attempts: int) -> errors.QAError:
         if exc.status_code >= 500:
             return errors.ServerError(message, **kw)
         return errors.RequestRejectedError(message, **kw)
-    return errors.ServerError(f"malformed response from the LLM server{n}: {exc}", attempts=attempts)
+    return errors.ServerError(f"malformed response from the LLM server{n}: {redact(str(exc), secrets)}", attempts=attempts)
 
 
 def _without_titles(schema: Any) -> Any:
@@ -210,6 +211,7 @@ class OpenAILLM:
         self._object_schema_enforced = settings.schema_in_prompt == "never"
         # Whether to send logprobs when a request wants them; False once the server refused them.
         self._logprobs = True
+        self._secrets = settings.secret_values()  # redacted from anything the server sends back
 
     @property
     def model(self) -> str:
@@ -300,16 +302,18 @@ class OpenAILLM:
             self._logprobs = False
             logger.warning(
                 "the server does not return token log-probabilities (%s); answers carry no decline_probability "
-                "and decline_threshold cannot apply", exc.message,
+                "and decline_threshold cannot apply", redact(exc.message, self._secrets),
             )  # fmt: skip
             return
         rejected = isinstance(exc, openai.APIStatusError) and _is_format_rejection(exc)
         if not rejected:
-            raise _translate(exc, attempts) from exc
+            # Only a connection failure is chained: other exceptions carry the server's text, which may echo the key.
+            cause = exc if isinstance(exc, openai.APIConnectionError) else None
+            raise _translate(exc, attempts, self._secrets) from cause
         if self.settings.structured_output != "auto" or mode == "text":
             raise errors.RequestRejectedError(
-                f"the server rejected response_format {mode!r}: {exc}", attempts=attempts
-            ) from exc
+                f"the server rejected response_format {mode!r}: {redact(str(exc), self._secrets)}", attempts=attempts
+            ) from None
         self._mode = _MODES[_MODES.index(mode) + 1]
         if (
             self.settings.schema_in_prompt == "auto"

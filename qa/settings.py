@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from qa.errors import ConfigurationError
+from qa.redact import REDACTED, redact, url_password
 
 __all__ = ["Settings", "StructuredOutput"]
 
@@ -33,11 +34,41 @@ _KNOWN_CONTEXT_WINDOWS: dict[str, int] = {
 _DEFAULT_CONTEXT_WINDOW = 8_192
 _DEFAULT_HOSTED_MODEL = "gpt-4o-mini"
 
+# The environment variables from_env reads, by setting.
+_ENV: dict[str, str] = {
+    "model": "QA_MODEL",
+    "base_url": "OPENAI_BASE_URL",
+    "api_key": "OPENAI_API_KEY",
+    "local_model": "QA_LOCAL_MODEL",
+    "cache_dir": "QA_CACHE_DIR",
+    "decline_threshold": "QA_DECLINE_THRESHOLD",
+    "pdf_password": "QA_PDF_PASSWORD",
+}
+
+
+def _one_line(exc: ValidationError) -> str:
+    """A pydantic error as one line naming each setting and what it must be, never the values given."""
+    problems: dict[str, list[str]] = {}
+    for err in exc.errors(include_url=False, include_input=False, include_context=False):
+        field = str(err["loc"][0]) if err["loc"] else ""
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = f"unknown setting {field!r} (every setting is listed in qa.Settings)"
+        elif field:
+            message = message.replace("Input should", f"{field} should", 1).replace("Input is", f"{field} is", 1)
+            if not message.startswith(field):
+                message = f"{field}: {message}"
+        problems.setdefault(field, []).append(message)
+    # A union (decline_threshold) fails once per alternative: one clause for the field.
+    joined = [msgs[0] + "".join(" or" + m.split(" should", 1)[-1] for m in msgs[1:]) for msgs in problems.values()]
+    return redact("invalid settings: " + "; ".join(joined))
+
 
 class Settings(BaseModel):
     """Every knob of `qa`, with defaults that work; unknown keys are rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # Errors never show the values given (an API key among them); see _one_line.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, hide_input_in_errors=True)
 
     # --- the model -----------------------------------------------------------------------
     model: str | None = Field(
@@ -147,6 +178,30 @@ class Settings(BaseModel):
     retry_max_wait: float = Field(30.0, ge=0, description="Longest single wait, Retry-After included.")
     retry_total_seconds: float = Field(120.0, gt=0, description="Give up retrying one call after this long.")
 
+    if not TYPE_CHECKING:  # type checkers keep the typed __init__ pydantic's plugin generates
+
+        def __init__(self, **values: Any) -> None:
+            """Validate `values`; a bad one raises ConfigurationError naming the setting, one line, no values."""
+            try:
+                super().__init__(**values)
+            except ValidationError as exc:
+                raise ConfigurationError(_one_line(exc)) from None
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            if name == "base_url" and isinstance(value, str) and (password := url_password(value)):
+                value = value.replace(password, REDACTED)
+            yield name, value
+
+    def secret_values(self) -> tuple[str, ...]:
+        """The secrets these settings hold (the API key, a password in base_url, the PDF password), for redacting."""
+        found = [
+            self.api_key.get_secret_value() if self.api_key else None,
+            url_password(self.base_url),
+            self.pdf_password.get_secret_value() if self.pdf_password else None,
+        ]
+        return tuple(s for s in found if s)
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.chunk_overlap >= self.chunk_tokens:
@@ -159,25 +214,27 @@ class Settings(BaseModel):
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from QA_* and OPENAI_* environment variables, then explicit overrides."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for var, key in (
-            ("QA_MODEL", "model"),
-            ("OPENAI_BASE_URL", "base_url"),
-            ("OPENAI_API_KEY", "api_key"),
-            ("QA_LOCAL_MODEL", "local_model"),
-            ("QA_CACHE_DIR", "cache_dir"),
-            ("QA_DECLINE_THRESHOLD", "decline_threshold"),
-            ("QA_PDF_PASSWORD", "pdf_password"),
-        ):
-            if env.get(var):
-                values[key] = env[var]
+        values: dict[str, Any] = {key: env[var] for key, var in _ENV.items() if env.get(var)}
         if values.get("decline_threshold") == "off":
             values["decline_threshold"] = None
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        from_env = sorted(set(values) - set(overrides))
+        values.update(overrides)
         try:
             return cls(**values)
-        except ValidationError as exc:
-            raise ConfigurationError(f"invalid settings: {exc}") from exc
+        except ConfigurationError as exc:
+            named = [f"{key} comes from {_ENV[key]}" for key in from_env if key in str(exc)]
+            if not named:
+                raise
+            raise ConfigurationError(f"{exc} ({'; '.join(named)})") from None
+
+    @classmethod
+    def env_secrets(cls, env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+        """The secrets in the environment from_env reads (OPENAI_API_KEY, QA_PDF_PASSWORD, a password in
+        OPENAI_BASE_URL)."""
+        env = os.environ if env is None else env
+        found = [env.get("OPENAI_API_KEY"), url_password(env.get("OPENAI_BASE_URL")), env.get("QA_PDF_PASSWORD")]
+        return tuple(s for s in found if s)
 
     @property
     def uses_local_model(self) -> bool:

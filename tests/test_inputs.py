@@ -74,9 +74,9 @@ def test_load_folder_keeps_exact_text(tmp_path: Path) -> None:
 
 
 def test_settings_reject_unknown_and_bad_values() -> None:
-    with pytest.raises(Exception, match="extra"):
+    with pytest.raises(qa.ConfigurationError, match="unknown setting 'chunk_size'"):
         qa.Settings(chunk_size=3)  # type: ignore[call-arg]
-    with pytest.raises(Exception, match="chunk_overlap"):
+    with pytest.raises(qa.ConfigurationError, match="chunk_overlap"):
         qa.Settings(chunk_tokens=64, chunk_overlap=64)
     with pytest.raises(qa.ConfigurationError):
         qa.Settings.from_env({}, top_k=0)
