@@ -23,8 +23,17 @@ def _run_ask(args: argparse.Namespace) -> int:
     from qa.pipeline import Index
     from qa.settings import Settings
 
+    from qa.loaders import load
+
     settings = Settings.from_env(**_settings_overrides(args))
-    index = Index.from_paths(args.paths, settings)
+    if args.strict:
+        documents = load(args.paths, settings)
+    else:  # a folder of reports is answered from the files that can be read; each other one is named
+        loaded = load(args.paths, settings, errors="collect")
+        for failure in loaded.failed:
+            print(f"qa: skipped {failure}", file=sys.stderr)
+        documents = loaded.documents
+    index = Index(documents, settings)
     answer = index.ask(args.question)
     if args.json:
         print(answer.model_dump_json())
@@ -46,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("question", help="the question to answer")
     ask.add_argument("paths", nargs="+", help="files or folders to answer from")
     ask.add_argument("--json", action="store_true", help="print the Answer as JSON")
+    ask.add_argument(
+        "--strict", action="store_true", help="fail on the first file that cannot be read (default: skip it, say why)"
+    )
     ask.add_argument("--model", help="model name (default: $QA_MODEL, or the local model when no server is set)")
     ask.add_argument("--base-url", dest="base_url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     ask.add_argument("--local-model", dest="local_model", help="a GGUF file to run locally ($QA_LOCAL_MODEL)")

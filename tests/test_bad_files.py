@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 import qa
+from qa.testing import OpenAIServer
 
 from .documents import (
     FIELD_REPORT_PDF,
+    PDF_PAGE3,
     html_page,
     make_docx,
     make_encrypted_pdf,
@@ -22,6 +24,8 @@ from .documents import (
     make_scanned_pdf,
     zip_bomb_docx,
 )
+from .test_cli import run_cli
+from .test_pipeline import reply
 
 
 def fails(path: Path, pattern: str, settings: qa.Settings | None = None, **kwargs: str) -> qa.DocumentError:
@@ -195,3 +199,16 @@ def test_missing_library_names_the_extra(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip().endswith("reading PDF files needs pypdfium2: pip install 'qa[documents]'")
+
+
+def test_cli_skips_bad_files_and_names_them_unless_strict(server: OpenAIServer, tmp_path: Path) -> None:
+    make_pdf(tmp_path / "council.pdf")
+    make_encrypted_pdf(tmp_path / "locked.pdf", "pw")
+    server.reply_json(reply([(1, PDF_PAGE3)], "4,000"))
+    done = run_cli(["ask", "How many casualties?", str(tmp_path)], server)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1].startswith("  [1] council.pdf p. 3:")
+    assert done.stderr.strip() == f"qa: skipped {tmp_path / 'locked.pdf'}: the PDF is encrypted: give its password " \
+        "(Settings.pdf_password, env QA_PDF_PASSWORD)"
+    done = run_cli(["ask", "How many casualties?", str(tmp_path), "--strict"], server)
+    assert done.returncode == 1 and done.stderr.startswith(f"qa: error: {tmp_path / 'locked.pdf'}: the PDF is encrypted")
