@@ -8,9 +8,10 @@ PDF: an fpdf2-made PDF of `--pdf-pages` text pages (every third one in two colum
 - pypdfium2 alone: open and `get_text_range()` per page, nothing else (the floor for qa's loader);
 - pypdf: `PdfReader(...).pages[i].extract_text()` (pure Python), when installed.
 HTML: saved pages read by
-- qa: `qa.loaders.HTMLLoader().extract` (trafilatura main text, favor_recall, sections);
+- qa: `qa.loaders.HTMLLoader().extract` (trafilatura main text with favor_recall, sections);
 - raw text: lxml's parse and `text_content()` of the whole page (everything a page contains);
-- trafilatura's `extract()` with its default balance and with `favor_precision`, for the quality table.
+- trafilatura's `extract()` (its own text output), and qa's loader with trafilatura's default balance and
+  `favor_precision`, for the quality table.
 With `--html-gold` (trafilatura's evaluation set: for each page, snippets of main text that must be kept, "with",
 and of boilerplate that must not, "without"), each reader is scored on the share of "with" snippets its text
 contains and the share of "without" snippets it leaves out (whitespace folded). Without a gold file, HTML
@@ -208,8 +209,9 @@ def main() -> None:
     if pages and pages[0][1]:
         results["html"]["quality"] = html_quality(pages, {
             "qa (trafilatura, favor_recall)": qa_html,
-            "trafilatura default": trafilatura_text,
-            "trafilatura favor_precision": lambda d: trafilatura_text(d, favor_precision=True),
+            "qa, balanced": lambda d: HTMLLoader("balanced").extract(d, LoadOptions()).text,
+            "qa, favor_precision": lambda d: HTMLLoader("precision").extract(d, LoadOptions()).text,
+            "trafilatura.extract": trafilatura_text,
             "raw text (lxml)": raw_text,
         })  # fmt: skip
 

@@ -132,6 +132,13 @@ def test_html_main_text_without_boilerplate_and_sections(
     assert doc.text.startswith("Bridge survey\n\n")  # headings are kept as lines of the text
 
 
+def test_html_in_a_legacy_encoding(tmp_path: Path) -> None:
+    page = tmp_path / "latin.html"
+    page.write_bytes(html_page().replace("utf-8", "iso-8859-1").replace("district", "Bezirk Zürich").encode("latin-1"))
+    (doc,) = qa.load(page)
+    assert "Bezirk Zürich" in doc.text and "Ã" not in doc.text
+
+
 def test_html_from_groff_joins_source_line_breaks(server: OpenAIServer, settings: qa.Settings) -> None:
     # A browser shows the line breaks of the markup as spaces; so does the document text.
     answer = ask(server, settings, FIELD_REPORT_HTML, [(1, NITRATE)])
