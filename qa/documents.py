@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from qa.errors import InputError
 
-__all__ = ["SECTION_SEPARATOR", "Document", "Location"]
+__all__ = ["SECTION_SEPARATOR", "Document", "Location", "load"]
 
 # Joins a heading path: "Results › Casualties".
 SECTION_SEPARATOR = " › "
@@ -55,3 +56,11 @@ class Document:
         """The location of the character at `offset`: the last Location starting at or before it, if any."""
         i = bisect.bisect_right(self.locations, offset, key=lambda loc: loc.start)
         return self.locations[i - 1] if i else None
+
+
+def load(paths: str | Path | Iterable[str | Path]) -> list[Document]:
+    """Load files and folders as Documents: `qa.loaders.load` (also `qa.load`) with its defaults, kept here for
+    code that imported it from this module."""
+    from qa.loaders import load as load_files  # qa.loaders builds on this module
+
+    return load_files(paths)
