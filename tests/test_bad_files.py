@@ -133,6 +133,8 @@ def test_binary_files_with_a_text_suffix(tmp_path: Path) -> None:
     fails(tmp_path / "report.md", "looks like a PDF, not text")
     (tmp_path / "data.txt").write_bytes(b"abc\x00def")
     fails(tmp_path / "data.txt", r"looks like binary data \(contains NUL bytes\), not text")
+    (tmp_path / "program").write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(64))
+    fails(tmp_path / "program", r"file type not recognised \(no suffix, and not text\)")
 
 
 def test_folder_with_bad_files_collects_the_good_ones(tmp_path: Path) -> None:

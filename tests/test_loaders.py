@@ -12,6 +12,7 @@ import pypdfium2
 import pytest
 
 import qa
+from qa.loaders import LOADERS, Extracted, Loader, LoadOptions
 from qa.testing import OpenAIServer
 
 from .documents import (
@@ -224,3 +225,30 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(tmp_path: Path, capsys: p
     assert capsys.readouterr().err == ""
     assert len(qa.load(tmp_path, progress=True)) == 3
     assert re.search(r"loading: .*0/3", capsys.readouterr().err)
+
+
+class SheetLoader:
+    """A loader of the caller's own, for a type qa does not read: it only has to fit the Loader protocol."""
+
+    kind = "CSV"
+    suffixes = (".csv",)
+
+    def sniff(self, data: bytes) -> bool:
+        return False
+
+    def extract(self, data: bytes, options: LoadOptions) -> Extracted:
+        rows = data.decode("utf-8").splitlines()
+        text = "\n".join(rows)
+        starts = [sum(len(r) + 1 for r in rows[:i]) for i in range(len(rows))]
+        return Extracted(text, tuple(qa.Location(s, section=f"row {i}") for i, s in enumerate(starts, 1)))
+
+
+def test_a_loader_of_your_own(tmp_path: Path) -> None:
+    (tmp_path / "counts.csv").write_text("region,count\nKursk,4000\n", encoding="utf-8")
+    with pytest.raises(qa.DocumentError, match="unsupported file type '.csv'"):
+        qa.load(tmp_path / "counts.csv")
+    loader: Loader = SheetLoader()
+    (doc,) = qa.load(tmp_path / "counts.csv", loaders=(loader, *LOADERS))
+    assert doc.metadata["type"] == "CSV"
+    location = doc.location_at(doc.text.index("Kursk"))
+    assert location is not None and location.section == "row 2"

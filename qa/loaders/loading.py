@@ -67,8 +67,10 @@ def _walk(folder: Path) -> list[Path]:
     )  # fmt: skip
 
 
-def _read(path: Path, loader: Loader | None, settings: Settings, options: LoadOptions, doc_id: str) -> Document:
-    """One file as a Document; every failure is a DocumentError naming the file."""
+def _read(
+    path: Path, loader: Loader | None, settings: Settings, options: LoadOptions, doc_id: str, loaders: Sequence[Loader]
+) -> Document:
+    """One file as a Document (`loader` None: sniffed among `loaders`); every failure is a DocumentError naming it."""
     name = str(path)
     try:
         length = path.stat().st_size
@@ -82,7 +84,7 @@ def _read(path: Path, loader: Loader | None, settings: Settings, options: LoadOp
     except OSError as exc:
         raise DocumentError(f"{name}: cannot read file: {exc.strerror or exc}", path=name) from exc
     if loader is None:
-        loader = loader_for(path, data)
+        loader = loader_for(path, data, loaders)
         if loader is None:
             raise DocumentError(f"{name}: file type not recognised (no suffix, and not text)", path=name)
     if not data.strip():
@@ -182,7 +184,7 @@ def iter_load(
                         f"{path}: two documents share the id {doc_id!r}; give the files distinct names",
                         path=str(path),
                     )
-                document = _read(path, loader, settings, options, doc_id)
+                document = _read(path, loader, settings, options, doc_id, loaders)
                 seen.add(doc_id)
             except DocumentError as exc:
                 logger.info("%s", exc)
@@ -201,6 +203,7 @@ def load(
     errors: Literal["raise"] = "raise",
     password: str | None = None,
     progress: bool | None = None,
+    loaders: Sequence[Loader] = LOADERS,
 ) -> list[Document]: ...
 @overload
 def load(
@@ -210,6 +213,7 @@ def load(
     errors: Literal["collect"],
     password: str | None = None,
     progress: bool | None = None,
+    loaders: Sequence[Loader] = LOADERS,
 ) -> LoadResult: ...
 def load(
     paths: str | Path | Iterable[str | Path],
@@ -218,19 +222,24 @@ def load(
     errors: Literal["raise", "collect"] = "raise",
     password: str | None = None,
     progress: bool | None = None,
+    loaders: Sequence[Loader] = LOADERS,
 ) -> list[Document] | LoadResult:
     """Load files and folders (text, Markdown, HTML, PDF, DOCX) as Documents.
 
     errors="raise": the first file that cannot be read raises its DocumentError; files of unsupported types inside
     folders are skipped. errors="collect": returns a LoadResult with the documents read and one DocumentError per
     file that was not (unsupported types in folders included); it raises only when nothing at all was read.
-    `password` opens encrypted PDFs (default: Settings.pdf_password).
+    `password` opens encrypted PDFs (default: Settings.pdf_password). `loaders`: the file types read, in sniffing
+    order (add your own Loader in front of LOADERS).
     """
     if errors not in ("raise", "collect"):
         raise InputError(f"errors must be 'raise' or 'collect', not {errors!r}")
     collect = errors == "collect"
     result = LoadResult()
-    for item in iter_load(paths, settings, password=password, progress=progress, skip_unsupported=not collect):
+    items = iter_load(
+        paths, settings, password=password, progress=progress, skip_unsupported=not collect, loaders=loaders
+    )
+    for item in items:
         if isinstance(item, Document):
             result.documents.append(item)
         elif collect:
