@@ -16,13 +16,16 @@ from qa.errors import (
     RateLimitError,
     RequestRejectedError,
     ServerError,
+    StoreError,
 )
+from qa.ingest import Failure, IngestReport
 from qa.llm import LLM, LLMRequest, LLMResponse, OpenAILLM
 from qa.loaders import LoadResult, iter_load, load
 from qa.pipeline import Index, ask
 from qa.prompts import PromptSet, load_prompts
 from qa.retrieval import BM25Retriever, Hit, Passage, Retriever
 from qa.settings import Settings
+from qa.store import Store, StoredDocument
 
 __version__ = "0.1.0"
 
@@ -37,8 +40,10 @@ __all__ = [
     "ConfigurationError",
     "Document",
     "DocumentError",
+    "Failure",
     "Hit",
     "Index",
+    "IngestReport",
     "InputError",
     "LLM",
     "LLMConnectionError",
@@ -57,6 +62,9 @@ __all__ = [
     "Retriever",
     "ServerError",
     "Settings",
+    "Store",
+    "StoreError",
+    "StoredDocument",
     "Usage",
     "ask",
     "iter_load",

@@ -1,17 +1,25 @@
-"""The `qa` command: `qa ask QUESTION PATH...` and `qa eval DATASET_DIR`."""
+"""The `qa` command: `qa ask QUESTION PATH...`, `qa index PATH... --db FILE` and `qa eval DATASET_DIR`."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from qa.errors import QAError
+from qa.errors import InputError, QAError, StoreError
+from qa.ingest import IngestReport, cache_path
+from qa.loaders import load
+from qa.pipeline import Index
 from qa.redact import RedactingFilter, redact, url_password
+from qa.settings import Settings
+from qa.tokens import encoding_for_model
 
 __all__ = ["main"]
+
+logger = logging.getLogger("qa")
 
 
 def _settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -19,22 +27,88 @@ def _settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k, None) for k in keys if getattr(args, k, None) is not None}
 
 
-def _run_ask(args: argparse.Namespace) -> int:
-    from qa.pipeline import Index
-    from qa.settings import Settings
+class _Progress:
+    """A tqdm bar of files on a terminal (made on the first file, when the total is known); nothing otherwise."""
 
-    from qa.loaders import load
+    def __init__(self) -> None:
+        self.bar: Any = None
 
-    settings = Settings.from_env(**_settings_overrides(args))
-    if args.strict:
-        documents = load(args.paths, settings)
-    else:  # a folder of reports is answered from the files that can be read; each other one is named
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            tqdm = importlib.import_module("tqdm").tqdm  # tqdm ships no type information
+            self.bar = tqdm(total=total, file=sys.stderr, unit="file", desc="indexing", leave=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _refresh(index: Index, paths: list[str], args: argparse.Namespace) -> IngestReport:
+    """Bring `index` up to date with `paths`; each file that failed is named on stderr."""
+    progress = _Progress() if sys.stderr.isatty() else None
+    try:
+        report = index.refresh(paths, strict=args.strict, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    for failure in report.failed:
+        print(f"qa: skipped {failure.path}: {failure.reason}", file=sys.stderr)
+    logger.info("index %s: %s", index.store.path, report.summary())
+    return report
+
+
+def _cached_index(paths: list[str], settings: Settings) -> Index:
+    """The index kept in the cache directory for these paths (a damaged one is made again)."""
+    from qa import local  # imports no llama.cpp
+
+    encoding = encoding_for_model(None if settings.uses_local_model else settings.model_name).name
+    cache_dir = settings.cache_dir if settings.cache_dir is not None else local.cache_dir()
+    path = cache_path(cache_dir, paths, f"{settings.chunk_tokens}/{settings.chunk_overlap}/{encoding}")
+    try:
+        return Index.open(path, settings)
+    except StoreError as exc:
+        logger.warning("cached index %s cannot be used (%s); making it again", path, exc)
+        for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            stale.unlink(missing_ok=True)
+        return Index.open(path, settings)
+
+
+def _open_index(args: argparse.Namespace, settings: Settings) -> Index:
+    if args.db is not None:
+        index = Index.open(args.db, settings)
+        if args.paths:
+            _refresh(index, args.paths, args)
+        return index
+    if not args.paths:
+        raise InputError("give files or folders to answer from, or an index file with --db FILE")
+    if args.no_cache:
+        if args.strict:
+            return Index(load(args.paths, settings), settings)
         loaded = load(args.paths, settings, errors="collect")
         for failure in loaded.failed:
             print(f"qa: skipped {failure}", file=sys.stderr)
-        documents = loaded.documents
-    index = Index(documents, settings)
-    answer = index.ask(args.question)
+        return Index(loaded.documents, settings)
+    index = _cached_index(args.paths, settings)
+    _refresh(index, args.paths, args)
+    if len(index) == 0:
+        index.close()
+        raise InputError("none of the files given could be indexed")
+    return index
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(**_settings_overrides(args))
+    with Index.open(args.db, settings) as index:
+        report = _refresh(index, args.paths, args)
+        print(f"{args.db}: {report.summary()}; {len(index):,} documents in the index")
+    return 0
+
+
+def _run_ask(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(**_settings_overrides(args))
+    with _open_index(args, settings) as index:
+        answer = index.ask(args.question)
     if args.json:
         print(answer.model_dump_json())
         return 0
@@ -51,9 +125,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log progress (-vv: every LLM call)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ask = sub.add_parser("ask", help="answer a question about files (text, Markdown, HTML, PDF, DOCX) or folders")
+    ask = sub.add_parser(
+        "ask", help="answer a question about files (text, Markdown, HTML, PDF, DOCX) or folders, or an index file"
+    )
     ask.add_argument("question", help="the question to answer")
-    ask.add_argument("paths", nargs="+", help="files or folders to answer from")
+    ask.add_argument(
+        "paths", nargs="*",
+        help="files or folders to answer from (indexed once into the cache directory, then refreshed by change)",
+    )  # fmt: skip
+    ask.add_argument("--db", help="an index file made by `qa index` (PATHs given too are refreshed into it)")
+    ask.add_argument("--no-cache", dest="no_cache", action="store_true", help="index the PATHs in memory only")
     ask.add_argument("--json", action="store_true", help="print the Answer as JSON")
     ask.add_argument(
         "--strict", action="store_true", help="fail on the first file that cannot be read (default: skip it, say why)"
@@ -68,6 +149,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     ask.set_defaults(handler=_run_ask)
 
+    index = sub.add_parser(
+        "index", help="index files and folders into an index file (again: only what changed; gone files removed)"
+    )
+    index.add_argument("paths", nargs="+", help="files or folders to index")
+    index.add_argument("--db", required=True, help="the index file (SQLite), created when missing")
+    index.add_argument("--strict", action="store_true", help="fail on the first file that cannot be indexed")
+    index.add_argument("--chunk-tokens", dest="chunk_tokens", type=int, help="tokens per chunk")
+    index.set_defaults(handler=_run_index)
+
     from qa import evaluate
 
     evaluate.add_cli(sub)
@@ -76,8 +166,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    from qa.settings import Settings
-
     args = _parser().parse_args(argv)
     # Every log line and error is redacted of the keys in the environment (and credential-shaped text),
     # whichever library logged it.

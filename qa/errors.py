@@ -5,6 +5,7 @@
     ├── InputError                the caller's input: empty question, empty document
     │   └── DocumentError         a file that cannot be read (.path): missing, unsupported, encrypted, scanned,
     │                             corrupt, a zip bomb, too large, binary with a text suffix
+    ├── StoreError                an index file that cannot be used: not a qa index, corrupt, newer schema (carries path)
     ├── LLMError                  talking to the model failed (carries status_code, request_id, attempts)
     │   ├── AuthenticationError   401 / 403: raised at once, never retried
     │   ├── RequestRejectedError  400 / 404 / 422 and other client errors: raised at once
@@ -32,6 +33,7 @@ __all__ = [
     "RateLimitError",
     "RequestRejectedError",
     "ServerError",
+    "StoreError",
 ]
 
 
@@ -49,6 +51,14 @@ class InputError(QAError, ValueError):
 
 class DocumentError(InputError):
     """A document file cannot be loaded."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class StoreError(QAError):
+    """An index file (a `Store`) that cannot be opened, read or written; the message names the file."""
 
     def __init__(self, message: str, *, path: str | None = None) -> None:
         super().__init__(message)

@@ -11,7 +11,7 @@ budget is spent. Every passage is still an exact span of its document.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import blingfire
@@ -73,7 +73,7 @@ def _regions(hits: Sequence[Chunk]) -> list[tuple[str, int, int, int]]:
 def focus(
     question: str,
     hits: Sequence[Chunk],
-    texts: dict[str, str],
+    texts: Mapping[str, str],
     *,
     budget_tokens: int,
     count_tokens: Callable[[str], int],

@@ -6,10 +6,11 @@ import bisect
 import json
 import logging
 import re
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
+import tiktoken
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
@@ -27,13 +28,17 @@ from qa.answer import (
 from qa.chunking import Chunk, chunk_documents
 from qa.documents import Document
 from qa.evidence import focus
-from qa.errors import AnswerValidationError, InputError
+from qa.errors import AnswerValidationError, InputError, StoreError
+from qa.ingest import IngestReport, Progress, ingest
 from qa.llm import LLM, LLMRequest, LLMResponse, OpenAILLM
 from qa.loaders import load
 from qa.prompts import PromptSet, load_prompts
 from qa.retrieval import BM25Retriever, Passage, Retriever, select_passages
 from qa.settings import Settings
-from qa.tokens import encoding_for_model
+from qa.store import Entry, Store, StoredDocument, StoreStats, documents_of
+from qa.store.memory import MemoryStore
+from qa.store.sqlite import SQLiteStore
+from qa.tokens import encoding_for_model, get_encoding
 
 __all__ = ["Index", "ask"]
 
@@ -95,8 +100,44 @@ def _format_errors(exc: PydanticValidationError) -> list[str]:
     return out
 
 
+class _Documents:
+    """The stored documents by id, read from the store when first needed (a few kept)."""
+
+    def __init__(self, store: Store, keep: int = 64) -> None:
+        self._store, self._keep = store, keep
+        self._cache: dict[str, Document] = {}
+
+    def __getitem__(self, document_id: str) -> Document:
+        document = self._cache.get(document_id)
+        if document is None:
+            document = self._store.document(document_id)
+            if len(self._cache) >= self._keep:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[document_id] = document
+        return document
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
+class _Texts(Mapping[str, str]):
+    """The stored texts by document id, as the evidence and passage code reads them."""
+
+    def __init__(self, documents: _Documents, store: Store) -> None:
+        self._documents, self._store = documents, store
+
+    def __getitem__(self, document_id: str) -> str:
+        return self._documents[document_id].text
+
+    def __iter__(self) -> Iterator[str]:
+        return (d.id for d in self._store)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+
 class Index:
-    """Documents chunked and indexed for questions."""
+    """Documents chunked and indexed for questions, held in a `Store` (in memory unless opened from a file)."""
 
     def __init__(
         self,
@@ -106,40 +147,144 @@ class Index:
         llm: LLM | None = None,
         retriever: Retriever | None = None,
         prompts: PromptSet | None = None,
+        store: Store | None = None,
     ) -> None:
         self.settings = settings if settings is not None else Settings.from_env()
-        self.documents = list(documents)
-        if not self.documents:
+        documents = list(documents)
+        if store is None and not documents:
             raise InputError("no documents given")
-        ids = [d.id for d in self.documents]
+        ids = [d.id for d in documents]
         if len(set(ids)) != len(ids):
             raise InputError("document ids must be unique")
-        self._texts = {d.id: d.text for d in self.documents}
-        self._by_id = {d.id: d for d in self.documents}
+        self.store: Store = store if store is not None else MemoryStore()
+        self._own_store = False
         self.prompts = prompts if prompts is not None else load_prompts()
         self.encoding = encoding_for_model(None if self.settings.uses_local_model else self.settings.model_name)
-        chunked = chunk_documents(
-            [(d.id, d.text) for d in self.documents],
-            encoding=self.encoding,
+        self._chunk_encoding = self._check_chunking()
+        self._documents = _Documents(self.store)
+        self._texts = _Texts(self._documents, self.store)
+        self._stats: StoreStats | None = None
+        self._document_tokens: dict[str, int] | None = None  # counted on first need, see _fit_whole
+        self._retriever = retriever
+        self._own_llm = llm is None
+        self._llm = llm
+        self.decline_threshold = _decline_threshold(self.settings)
+        if documents:
+            self.store.add(
+                Entry(d, chunks, None) for d, chunks in zip(documents, self._chunk([(d.id, d.text) for d in documents]))
+            )
+
+    @classmethod
+    def open(cls, path: str | Path, settings: Settings | None = None, **kwargs: Any) -> Index:
+        """An index kept in the SQLite file at `path`, created when missing; no model client is made until a question."""
+        store = SQLiteStore(path)
+        try:
+            index = cls([], settings, store=store, **kwargs)
+        except BaseException:
+            store.close()
+            raise
+        index._own_store = True
+        return index
+
+    def _check_chunking(self) -> tiktoken.Encoding:
+        """The encoding to chunk with; the chunking settings are recorded in a new store, and must match an old one's."""
+        s = self.settings
+        wanted = {"chunk_tokens": s.chunk_tokens, "chunk_overlap": s.chunk_overlap, "encoding": self.encoding.name}
+        recorded = self.store.get_meta("chunking")
+        if recorded is None:
+            self.store.set_meta("chunking", json.dumps(wanted, sort_keys=True))
+            return self.encoding
+        have = json.loads(recorded)
+        if (have["chunk_tokens"], have["chunk_overlap"]) != (s.chunk_tokens, s.chunk_overlap):
+            raise StoreError(
+                f"{self.store.path}: the index was chunked with chunk_tokens={have['chunk_tokens']}, "
+                f"chunk_overlap={have['chunk_overlap']}, not {s.chunk_tokens} and {s.chunk_overlap}; "
+                "use those settings or another index file",
+                path=str(self.store.path),
+            )
+        return get_encoding(have["encoding"])
+
+    def _chunk(self, items: Sequence[tuple[str, str]]) -> list[list[Chunk]]:
+        return chunk_documents(
+            items,
+            encoding=self._chunk_encoding,
             chunk_tokens=self.settings.chunk_tokens,
             overlap_tokens=self.settings.chunk_overlap,
         )
-        self.chunks_by_document: dict[str, list[Chunk]] = {
-            d.id: chunks for d, chunks in zip(self.documents, chunked, strict=True)
-        }
-        self.chunks = [c for chunks in chunked for c in chunks]
-        self._chunk_tokens = sum(c.tokens for c in self.chunks)
-        self._document_tokens: list[int] = []  # counted on first need, see _fit_whole
-        self._chunk_starts = {doc: [c.start for c in cs] for doc, cs in self.chunks_by_document.items()}
-        self.retriever = retriever if retriever is not None else BM25Retriever(self.chunks)
-        self._own_llm = llm is None
-        self.llm: LLM = llm if llm is not None else OpenAILLM(self.settings, self.prompts)
-        self.decline_threshold = _decline_threshold(self.settings)
+
+    def _changed(self) -> None:
+        self._documents.clear()
+        self._stats = None
+        self._document_tokens = None
+
+    @property
+    def llm(self) -> LLM:
+        """The model client, made from the settings on first use unless one was passed in."""
+        if self._llm is None:
+            self._llm = OpenAILLM(self.settings, self.prompts)
+        return self._llm
+
+    @property
+    def retriever(self) -> Retriever:
+        """What ranks chunks for a question: the one passed in, else the store's own BM25."""
+        return self._retriever if self._retriever is not None else self.store
+
+    @property
+    def documents(self) -> list[Document]:
+        """Every stored document, texts loaded (iterate over the index to list them without their texts)."""
+        return list(documents_of(self.store))
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __iter__(self) -> Iterator[StoredDocument]:
+        """The stored documents, without their texts."""
+        return iter(self.store)
+
+    def add(
+        self,
+        items: Document | str | Path | Iterable[Document | str | Path],
+        *,
+        strict: bool = False,
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        """Add Documents and files or folders (replacing stored ones with the same id; files unchanged since
+        they were stored are skipped). A file that cannot be loaded is reported in the result, or raised with `strict`."""
+        try:
+            return ingest(self.store, items, self._chunk, strict=strict, progress=progress, settings=self.settings)
+        finally:
+            self._changed()
+
+    def refresh(
+        self,
+        paths: str | Path | Iterable[str | Path],
+        *,
+        strict: bool = False,
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        """Bring the index up to date with files and folders: re-read the files whose size, time or content
+        changed, add new ones, remove stored ones gone from below these paths."""
+        try:
+            return ingest(
+                self.store, paths, self._chunk, remove_missing=True, strict=strict, progress=progress,
+                settings=self.settings,
+            )  # fmt: skip
+        finally:
+            self._changed()
+
+    def remove(self, ids: str | Iterable[str]) -> int:
+        """Remove documents by id; how many were stored."""
+        try:
+            return self.store.remove([ids] if isinstance(ids, str) else ids)
+        finally:
+            self._changed()
 
     def close(self) -> None:
-        """Release the HTTP client the index created for its model."""
-        if self._own_llm and isinstance(self.llm, OpenAILLM):
-            self.llm.close()
+        """Release the HTTP client the index created for its model, and the store it opened."""
+        if self._own_llm and isinstance(self._llm, OpenAILLM):
+            self._llm.close()
+        if self._own_store:
+            self.store.close()
 
     def __enter__(self) -> Index:
         return self
@@ -180,20 +325,25 @@ class Index:
 
     def _fit_whole(self, budget: int) -> bool:
         """Whether all documents fit in `budget` tokens; they are counted (once) only when they might."""
-        if not self._document_tokens:
-            if len(self.chunks) > 1 and self._chunk_tokens > 2 * budget + 64:
+        if self._stats is None:
+            self._stats = self.store.stats()
+        if self._document_tokens is None:
+            if self._stats.chunks > 1 and self._stats.chunk_tokens > 2 * budget + 64:
                 return False  # chunks overlap by less than half, so the documents hold over `budget` tokens
-            self._document_tokens = [len(self.encoding.encode_ordinary(d.text)) for d in self.documents]
-        return sum(self._document_tokens) <= budget
+            self._document_tokens = {
+                d.id: len(self.encoding.encode_ordinary(d.text)) for d in documents_of(self.store)
+            }
+        return sum(self._document_tokens.values()) <= budget
 
     def retrieve(self, question: str) -> list[Passage]:
         """The passages that would be shown to the model for `question`."""
         question = self._check_question(question)
         budget = self._budget(question)
         if self._fit_whole(budget):
+            assert self._document_tokens is not None
             return [
-                Passage(n, d.id, 0, len(d.text), d.text, tokens, tuple(self.chunks_by_document[d.id]))
-                for n, (d, tokens) in enumerate(zip(self.documents, self._document_tokens, strict=True), 1)
+                Passage(n, doc, 0, len(text := self._texts[doc]), text, tokens, tuple(self.store.chunks(doc)))
+                for n, (doc, tokens) in enumerate(self._document_tokens.items(), 1)
             ]
         if self.settings.evidence == "chunks":
             return select_passages(
@@ -214,8 +364,8 @@ class Index:
     # --- the answer loop, shared by ask and aask ----------------------------------------------
 
     def _chunk_at(self, document_id: str, offset: int) -> ChunkRef:
-        chunks = self.chunks_by_document[document_id]
-        i = max(bisect.bisect_right(self._chunk_starts[document_id], offset) - 1, 0)
+        chunks = self.store.chunks(document_id)
+        i = max(bisect.bisect_right([c.start for c in chunks], offset) - 1, 0)
         c = chunks[i]
         return ChunkRef(index=c.index, start=c.start, end=c.end)
 
@@ -227,7 +377,7 @@ class Index:
                 page=loc.page if loc else None, section=loc.section if loc else None,
             )
             for doc, start, end, kind in spans
-            for loc in [self._by_id[doc].location_at(start)]
+            for loc in [self._documents[doc].location_at(start)]
         ]  # fmt: skip
 
     def _flow(self, question: str, output: type[Any]) -> Flow:

@@ -6,7 +6,7 @@ import operator
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import compress, count, repeat
 from typing import Any, Protocol
@@ -271,7 +271,7 @@ class Passage:
     chunks: tuple[Chunk, ...]
 
 
-def _merge(chunks: list[Chunk], text_of: dict[str, str]) -> tuple[str, int, int, str, int, tuple[Chunk, ...]]:
+def _merge(chunks: list[Chunk], text_of: Mapping[str, str]) -> tuple[str, int, int, str, int, tuple[Chunk, ...]]:
     first = chunks[0]
     start, end = first.start, max(c.end for c in chunks)
     text = text_of[first.document_id][start:end]
@@ -281,7 +281,7 @@ def _merge(chunks: list[Chunk], text_of: dict[str, str]) -> tuple[str, int, int,
 
 def select_passages(
     question: str,
-    texts: dict[str, str],
+    texts: Mapping[str, str],
     retriever: Retriever,
     *,
     budget_tokens: int,

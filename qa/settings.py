@@ -91,7 +91,9 @@ class Settings(BaseModel):
         None, ge=1, description="CPU threads for the local model; None uses every core."
     )
     cache_dir: Path | None = Field(
-        None, description="Where local model files are assembled (env QA_CACHE_DIR); default ~/.cache/qa."
+        None,
+        description="Where local model files are assembled and where `qa ask PATH...` keeps its indexes (in "
+        "indexes/) (env QA_CACHE_DIR); default ~/.cache/qa.",
     )
 
     # --- loading documents -------------------------------------------------------------------

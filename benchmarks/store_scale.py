@@ -1,0 +1,264 @@
+"""The persistent index at scale: ingest MB/s, peak RSS and file size (SQLite store vs the in-memory index), BM25 top-5
+query latency, reopen-and-retrieve vs a full rebuild, adding 10 files to ~3,000 vs a rebuild, and how FTS5's ranking
+agrees with bm25s's.
+
+    python benchmarks/store_scale.py --eval ../shared/eval --sizes 10,100 --out benchmarks/out/store_scale.json
+
+Every measurement runs in a fresh subprocess (peak RSS is that process's own, `ru_maxrss`); times exclude the
+Python start and imports. The corpora are copies of the eval documents under distinct paths (so distinct ids),
+written to a temporary folder and indexed from there, as `qa index` would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+def eval_docs(root: Path) -> list[Path]:
+    return sorted(root.glob("*/docs/*.txt"))
+
+
+def eval_questions(root: Path, n: int, seed: int = 1) -> list[dict[str, Any]]:
+    items = []
+    for f in sorted(root.glob("*/items.jsonl")):
+        rows = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+        items.extend(r for r in rows if r.get("doc_id"))
+    random.Random(seed).shuffle(items)
+    return items[:n]
+
+
+def build_corpus(target: Path, docs: list[Path], megabytes: float) -> tuple[int, int]:
+    """Copies of `docs` under target/cNNNN/<dataset>/ until `megabytes` of text; (files, bytes)."""
+    want, size, files, copy = int(megabytes * 1e6), 0, 0, 0
+    while size < want:
+        for doc in docs:
+            dest = target / f"c{copy:04d}" / doc.parent.parent.name / doc.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(doc, dest)
+            size += dest.stat().st_size
+            files += 1
+            if size >= want:
+                break
+        copy += 1
+    return files, size
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- workers (run in a fresh process each) -------------------------------------------------------------------
+
+
+def worker(argv: list[str]) -> dict[str, Any]:
+    import qa
+    from qa.retrieval import BM25Retriever
+
+    settings = qa.Settings(api_key="unused")
+    job = argv[0]
+    if job == "ingest-sqlite":
+        folders, db = argv[1].split(","), Path(argv[2])
+        t = time.perf_counter()
+        with qa.Index.open(db, settings) as index:
+            report = index.refresh(folders)
+        seconds = time.perf_counter() - t
+        size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
+        return {"seconds": seconds, "rss_mb": peak_rss_mb(), "chunks": report.chunks, "file_mb": size / 1e6,
+                "added": report.added, "unchanged": report.unchanged, "failed": len(report.failed)}  # fmt: skip
+    if job == "ingest-memory":
+        folders = argv[1].split(",")
+        t = time.perf_counter()
+        index = qa.Index.from_paths(folders, settings)
+        index.retriever.search("warm up the bm25s index", 5)  # the in-memory BM25 index is built on first search
+        seconds = time.perf_counter() - t
+        return {"seconds": seconds, "rss_mb": peak_rss_mb(), "chunks": index.store.stats().chunks}
+    if job in ("query-sqlite", "query-memory"):
+        questions = json.loads(Path(argv[2]).read_text(encoding="utf-8"))
+        if job == "query-sqlite":
+            opened = qa.Index.open(argv[1], settings)
+            search = opened.store.search
+        else:
+            index = qa.Index.from_paths(argv[1].split(","), settings)
+            retriever = BM25Retriever([c for d in index for c in index.store.chunks(d.id)])
+            search = retriever.search
+        for q in questions[:20]:
+            search(q, 5)  # warm the page cache / caches
+        times = []
+        for q in questions:
+            t = time.perf_counter()
+            search(q, 5)
+            times.append(time.perf_counter() - t)
+        times.sort()
+        return {"median_ms": 1000 * statistics.median(times), "p95_ms": 1000 * times[int(0.95 * (len(times) - 1))],
+                "queries": len(times), "chunks": (opened if job == "query-sqlite" else index).store.stats().chunks}  # fmt: skip
+    if job == "reopen":
+        t = time.perf_counter()
+        with qa.Index.open(argv[1], settings) as index:
+            passages = index.retrieve(argv[2])
+        return {"seconds": time.perf_counter() - t, "passages": len(passages), "rss_mb": peak_rss_mb()}
+    if job == "rebuild":
+        t = time.perf_counter()
+        index = qa.Index.from_paths(argv[1].split(","), settings)
+        passages = index.retrieve(argv[2])
+        return {"seconds": time.perf_counter() - t, "passages": len(passages), "rss_mb": peak_rss_mb()}
+    if job == "agreement":
+        return agreement(argv[1].split(","), argv[2], Path(argv[3]), Path(argv[4]), settings)
+    raise SystemExit(f"unknown job {job}")
+
+
+def agreement(folders: list[str], db: str, db_incremental: Path, questions_file: Path, settings: Any) -> dict[str, Any]:
+    """FTS5 (SQLite store) vs bm25s (in-memory) top-5 on the same chunks; an incrementally built file vs one built at once."""
+    import qa
+
+    items = json.loads(questions_file.read_text(encoding="utf-8"))
+    memory = qa.Index.from_paths(folders, settings)
+    stored = qa.Index.open(db, settings)
+    incremental = qa.Index.open(db_incremental, settings)
+    top1 = overlap = gold_mem = gold_sql = same_incremental = 0
+    taus = []
+    for item in items:
+        q = item["question"]
+        a = [(h.chunk.document_id, h.chunk.index) for h in memory.retriever.search(q, 5)]
+        b = [(h.chunk.document_id, h.chunk.index) for h in stored.store.search(q, 5)]
+        c = [(h.chunk.document_id, h.chunk.index) for h in incremental.store.search(q, 5)]
+        top1 += bool(a and b and a[0] == b[0])
+        overlap += len(set(a) & set(b)) / max(len(a), 1)
+        gold = item["doc_id"] + ".txt"
+        gold_mem += any(d == gold for d, _ in a)
+        gold_sql += any(d == gold for d, _ in b)
+        same_incremental += b == c
+        common = [x for x in a if x in b]
+        if len(common) >= 2:
+            pairs = [(i, j) for i in range(len(common)) for j in range(i + 1, len(common))]
+            concordant = sum((b.index(common[i]) < b.index(common[j])) for i, j in pairs)
+            taus.append((2 * concordant - len(pairs)) / len(pairs))
+    n = len(items)
+    return {
+        "questions": n,
+        "top1_same": top1 / n,
+        "overlap_at_5": overlap / n,
+        "kendall_tau_common": statistics.mean(taus) if taus else None,
+        "gold_doc_in_top5_bm25s": gold_mem / n,
+        "gold_doc_in_top5_fts5": gold_sql / n,
+        "incremental_equals_at_once": same_incremental / n,
+    }
+
+
+def run_worker(*args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", *args], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"worker {args[0]} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        print(json.dumps(worker(sys.argv[2:])))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--eval", type=Path, default=HERE.parent.parent / "shared" / "eval")
+    parser.add_argument("--sizes", default="10,100", help="corpus sizes in MB, comma-separated")
+    parser.add_argument("--questions", type=int, default=300)
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: ingest,query,reopen,incremental,agreement")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed after)")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    docs = eval_docs(args.eval)
+    items = eval_questions(args.eval, args.questions)
+    work = args.work or Path(tempfile.mkdtemp(prefix="qa-store-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    questions_file = work / "questions.json"
+    questions_file.write_text(json.dumps([i["question"] for i in items]), encoding="utf-8")
+    items_file = work / "items.json"
+    items_file.write_text(json.dumps(items), encoding="utf-8")
+    results: dict[str, Any] = {"eval_files": len(docs), "eval_mb": sum(d.stat().st_size for d in docs) / 1e6}
+
+    def report(key: str, value: Any) -> None:
+        results[key] = value
+        print(f"{key}: {json.dumps(value)}", flush=True)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=2), encoding="utf-8")
+
+    eval_folders = ",".join(sorted({str(d.parent) for d in docs}))
+    question = "What is the main cause of HIV-1 infection in children?"
+    try:
+        if "reopen" not in skip or "agreement" not in skip:
+            db = work / "eval.sqlite"
+            report("eval_ingest_sqlite", run_worker("ingest-sqlite", eval_folders, str(db)))
+        if "reopen" not in skip:
+            reopen = [run_worker("reopen", str(db), question) for _ in range(3)]
+            rebuild = [run_worker("rebuild", eval_folders, question) for _ in range(3)]
+            r, b = statistics.median(x["seconds"] for x in reopen), statistics.median(x["seconds"] for x in rebuild)
+            report("reopen_vs_rebuild", {"reopen_s": r, "rebuild_s": b, "ratio": r / b,
+                                         "reopen_rss_mb": reopen[0]["rss_mb"], "rebuild_rss_mb": rebuild[0]["rss_mb"]})  # fmt: skip
+        if "agreement" not in skip:
+            dirs = sorted({d.parent for d in docs})
+            first, second = dirs[: len(dirs) // 2], dirs[len(dirs) // 2 :]
+            inc = work / "incremental.sqlite"
+            run_worker("ingest-sqlite", ",".join(map(str, first)), str(inc))
+            run_worker("ingest-sqlite", ",".join(map(str, first + second)), str(inc))
+            report("agreement", run_worker("agreement", eval_folders, str(db), str(inc), str(items_file)))
+        if "incremental" not in skip:
+            base = work / "inc3000"
+            picked = docs[:3000]
+            for d in picked:
+                dest = base / d.parent.parent.name / d.name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(d, dest)
+            db3 = work / "inc3000.sqlite"
+            built = run_worker("ingest-sqlite", str(base), str(db3))
+            for d in docs[3000:3010]:
+                dest = base / d.parent.parent.name / d.name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(d, dest)
+            added = run_worker("ingest-sqlite", str(base), str(db3))
+            rebuilt = run_worker("ingest-sqlite", str(base), str(work / "inc3010-rebuild.sqlite"))
+            memory = run_worker("ingest-memory", str(base))
+            report("add_10_to_3000", {"initial_s": built["seconds"], "add_10_s": added["seconds"],
+                                      "added": added["added"], "unchanged": added["unchanged"],
+                                      "rebuild_sqlite_s": rebuilt["seconds"], "rebuild_memory_s": memory["seconds"],
+                                      "ratio_vs_sqlite_rebuild": added["seconds"] / rebuilt["seconds"],
+                                      "ratio_vs_memory_rebuild": added["seconds"] / memory["seconds"]})  # fmt: skip
+        for mb in [float(s) for s in args.sizes.split(",") if s]:
+            corpus = work / f"corpus{mb:g}"
+            files, size = build_corpus(corpus, docs, mb)
+            if "ingest" not in skip:
+                sql = run_worker("ingest-sqlite", str(corpus), str(work / f"c{mb:g}.sqlite"))
+                mem = run_worker("ingest-memory", str(corpus))
+                report(f"ingest_{mb:g}mb", {
+                    "files": files, "mb": size / 1e6, "chunks": sql["chunks"],
+                    "sqlite_s": sql["seconds"], "sqlite_mb_s": size / 1e6 / sql["seconds"], "sqlite_rss_mb": sql["rss_mb"],
+                    "sqlite_file_mb": sql["file_mb"],
+                    "memory_s": mem["seconds"], "memory_mb_s": size / 1e6 / mem["seconds"], "memory_rss_mb": mem["rss_mb"],
+                    "throughput_ratio": mem["seconds"] / sql["seconds"],
+                })  # fmt: skip
+            if "query" not in skip and (work / f"c{mb:g}.sqlite").exists():
+                sql_q = run_worker("query-sqlite", str(work / f"c{mb:g}.sqlite"), str(questions_file))
+                mem_q = run_worker("query-memory", str(corpus), str(questions_file))
+                report(f"query_{mb:g}mb", {"sqlite": sql_q, "memory_bm25s": mem_q})
+            shutil.rmtree(corpus)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The SQLite store's schema, as numbered migrations recorded in the file (table `_qa_migrations`), as simonw/llm does.
+
+A new migration is a function appended below with the next number; it runs once per file, inside the
+transaction that records it. A file that records a migration this version does not know was made by a newer
+`qa`, and is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from qa.store.terms import Terms
+
+__all__ = ["MIGRATIONS", "Migration"]
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[Migration] = []
+
+
+def _migration(fn: Migration) -> Migration:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@_migration
+def m001_documents(db: sqlite3.Connection) -> None:
+    """Documents (text apart, so listing them reads no text; metadata as a JSON object; locations, the page and
+    section of each offset range, as a JSON list of [start, page, section]), their chunks as offsets, and key/value
+    settings."""
+    db.execute(
+        """CREATE TABLE documents (
+            id INTEGER PRIMARY KEY,
+            doc_id TEXT NOT NULL UNIQUE,
+            length INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            chunks INTEGER NOT NULL,
+            tokens INTEGER NOT NULL,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            locations TEXT NOT NULL DEFAULT '[]',
+            source_path TEXT,
+            source_size INTEGER,
+            source_mtime_ns INTEGER
+        )"""
+    )
+    db.execute("CREATE INDEX documents_source ON documents (source_path)")
+    db.execute(
+        """CREATE TABLE document_texts (
+            document INTEGER PRIMARY KEY REFERENCES documents (id) ON DELETE CASCADE,
+            text TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE chunks (
+            id INTEGER PRIMARY KEY,
+            document INTEGER NOT NULL REFERENCES documents (id) ON DELETE CASCADE,
+            idx INTEGER NOT NULL,
+            start INTEGER NOT NULL,
+            "end" INTEGER NOT NULL,
+            tokens INTEGER NOT NULL,
+            UNIQUE (document, idx)
+        )"""
+    )
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+@_migration
+def m002_chunk_terms(db: sqlite3.Connection) -> None:
+    """The term index: an FTS5 table of each chunk's terms (rowid = chunks.id), ranked by FTS5's bm25()."""
+    db.execute("""CREATE VIRTUAL TABLE chunk_terms USING fts5 (terms, tokenize = "ascii tokenchars '_'")""")
+    terms = Terms()
+    documents = db.execute("SELECT d.id, t.text FROM documents d JOIN document_texts t ON t.document = d.id")
+    for document, text in documents.fetchall():
+        rows = db.execute('SELECT id, start, "end" FROM chunks WHERE document = ? ORDER BY idx', (document,))
+        db.executemany(
+            "INSERT INTO chunk_terms (rowid, terms) VALUES (?, ?)",
+            [(chunk, " ".join(terms.of(text[start:end]))) for chunk, start, end in rows.fetchall()],
+        )

@@ -1,0 +1,312 @@
+"""The SQLite store: one file (stdlib sqlite3, WAL, foreign keys) holding documents, chunks and an FTS5 term index.
+
+Every write is one transaction (`BEGIN IMMEDIATE` … `COMMIT`), so a document is in the file whole (row, text,
+chunks, terms) or not at all, whatever moment the writing process dies at; WAL lets readers go on reading
+the last committed state meanwhile, and each read runs in one transaction, so it sees one state. BM25 is
+SQLite FTS5's `bm25()` over the chunks' terms, which are the terms `qa.BM25Retriever` indexes (same words, stop
+words and stems); its statistics are kept up to date by FTS5 itself, so adding a document costs its own terms only.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from qa.chunking import Chunk
+from qa.documents import Document, Location
+from qa.errors import InputError, StoreError
+from qa.retrieval import Hit
+from qa.store import Entry, Source, StoredDocument, StoreStats, text_sha256
+from qa.store.migrations import MIGRATIONS, Migration
+from qa.store.terms import Terms
+
+__all__ = ["APPLICATION_ID", "SQLiteStore"]
+
+APPLICATION_ID = 0x71614958  # "qaIX" in the file header: this file is a qa index
+_HEADER = b"SQLite format 3\x00"
+_PAGE = 1000  # documents read per query when iterating
+_STORED_COLUMNS = (
+    "id, doc_id, length, sha256, chunks, metadata, source_path, source_size, source_mtime_ns"
+)
+
+
+def _describe(exc: sqlite3.Error) -> str:
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_NOTADB":
+        return "not a qa index (not an SQLite database)"
+    if name.startswith("SQLITE_CORRUPT"):
+        return f"the index file is corrupt (SQLite: {exc}); delete it and index again"
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return f"the index is locked by another process (SQLite: {exc})"
+    return f"SQLite: {exc}"
+
+
+class SQLiteStore:
+    """A `Store` in one SQLite file, created when missing; what `qa.Index.open(path)` uses."""
+
+    def __init__(self, path: str | Path, *, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+        self._path = Path(path)
+        self._lock = threading.RLock()
+        self._terms = Terms()
+        if self._path.is_dir():
+            raise StoreError(f"{self._path}: is a directory, not an index file", path=str(self._path))
+        try:
+            with self._path.open("rb") as f:
+                header = f.read(len(_HEADER))
+        except FileNotFoundError:
+            header = b""
+        except OSError as exc:
+            raise StoreError(f"{self._path}: cannot read the index: {exc.strerror or exc}", path=str(self._path)) from exc
+        if header and header != _HEADER:
+            raise StoreError(f"{self._path}: not a qa index (not an SQLite database)", path=str(self._path))
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{self._path}: cannot open the index: {exc}", path=str(self._path)) from exc
+        try:
+            with self._errors("opening the index"):
+                self._db.execute("PRAGMA foreign_keys = ON")
+                self._check_and_migrate(migrations)
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            self._db.close()
+            raise
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _fail(self, problem: str) -> StoreError:
+        return StoreError(f"{self._path}: {problem}", path=str(self._path))
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise self._fail(f"{doing}: {_describe(exc)}") from exc
+
+    @contextmanager
+    def _transaction(self, doing: str, *, write: bool) -> Iterator[sqlite3.Connection]:
+        """One transaction: all of its reads see one state, and its writes land together or not at all."""
+        with self._lock, self._errors(doing):
+            db = self._db
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _check_and_migrate(self, migrations: Sequence[Migration]) -> None:
+        with self._transaction("opening the index", write=True) as db:
+            (app_id,) = db.execute("PRAGMA application_id").fetchone()
+            if app_id != APPLICATION_ID:
+                tables = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+                if tables:
+                    shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+                    raise self._fail(f"not a qa index (an SQLite database with other tables: {shown})")
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            db.execute("CREATE TABLE IF NOT EXISTS _qa_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+            applied = {n for (n,) in db.execute("SELECT name FROM _qa_migrations")}
+            known = {m.__name__ for m in MIGRATIONS}
+            if newer := sorted(applied - known):
+                raise self._fail(
+                    f"made by a newer version of qa (schema {', '.join(newer)} unknown to this one); upgrade qa"
+                )
+            for migration in migrations:
+                if migration.__name__ not in applied:
+                    migration(db)
+                    db.execute(
+                        "INSERT INTO _qa_migrations (name, applied_at) VALUES (?, datetime('now'))",
+                        (migration.__name__,),
+                    )
+            db.execute(f"PRAGMA user_version = {len(applied | {m.__name__ for m in migrations})}")
+
+    def _stored(self, row: Sequence[Any]) -> StoredDocument:
+        _, doc_id, length, sha256, chunks, metadata, path, size, mtime_ns = row
+        source = Source(path, size, mtime_ns) if path is not None else None
+        return StoredDocument(doc_id, length, sha256, chunks, json.loads(metadata), source)
+
+    # --- the Store protocol -----------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def add(self, entries: Iterable[Entry]) -> None:
+        rows = []
+        for e in entries:
+            doc = e.document
+            try:
+                metadata = json.dumps(dict(doc.metadata), ensure_ascii=False, sort_keys=True)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"document {doc.id!r}: metadata cannot be stored as JSON: {exc}") from exc
+            locations = json.dumps([[loc.start, loc.page, loc.section] for loc in doc.locations], ensure_ascii=False)
+            terms = [" ".join(self._terms.of(c.text)) for c in e.chunks]
+            rows.append((e, metadata, locations, text_sha256(doc.text), terms))
+        if not rows:
+            return
+        with self._transaction("adding documents", write=True) as db:
+            (next_chunk,) = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM chunks").fetchone()
+            for e, metadata, locations, sha256, terms in rows:
+                doc, src = e.document, e.source
+                self._delete(db, [doc.id])
+                cursor = db.execute(
+                    "INSERT INTO documents (doc_id, length, sha256, chunks, tokens, metadata, locations, source_path,"
+                    " source_size, source_mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        doc.id, len(doc.text), sha256, len(e.chunks), sum(c.tokens for c in e.chunks), metadata,
+                        locations,
+                        src.path if src else None, src.size if src else None, src.mtime_ns if src else None,
+                    ),
+                )  # fmt: skip
+                document = cursor.lastrowid
+                db.execute("INSERT INTO document_texts (document, text) VALUES (?, ?)", (document, doc.text))
+                ids = range(next_chunk, next_chunk + len(e.chunks))
+                next_chunk += len(e.chunks)
+                db.executemany(
+                    'INSERT INTO chunks (id, document, idx, start, "end", tokens) VALUES (?, ?, ?, ?, ?, ?)',
+                    [(i, document, c.index, c.start, c.end, c.tokens) for i, c in zip(ids, e.chunks, strict=True)],
+                )
+                db.executemany(
+                    "INSERT INTO chunk_terms (rowid, terms) VALUES (?, ?)", zip(ids, terms, strict=True)
+                )
+
+    @staticmethod
+    def _delete(db: sqlite3.Connection, ids: Sequence[str]) -> int:
+        removed = 0
+        for doc_id in ids:
+            row = db.execute("SELECT id FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+            if row is None:
+                continue
+            db.execute("DELETE FROM chunk_terms WHERE rowid IN (SELECT id FROM chunks WHERE document = ?)", row)
+            db.execute("DELETE FROM documents WHERE id = ?", row)  # its text and chunks go with it
+            removed += 1
+        return removed
+
+    def remove(self, ids: Iterable[str]) -> int:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return 0
+        with self._transaction("removing documents", write=True) as db:
+            return self._delete(db, wanted)
+
+    def set_source(self, document_id: str, source: Source) -> None:
+        with self._transaction("recording a file's time", write=True) as db:
+            db.execute(
+                "UPDATE documents SET source_path = ?, source_size = ?, source_mtime_ns = ? WHERE doc_id = ?",
+                (source.path, source.size, source.mtime_ns, document_id),
+            )
+
+    def __len__(self) -> int:
+        with self._transaction("counting documents", write=False) as db:
+            (n,) = db.execute("SELECT COUNT(*) FROM documents").fetchone()
+        return int(n)
+
+    def __iter__(self) -> Iterator[StoredDocument]:
+        last = 0
+        while True:
+            with self._transaction("listing documents", write=False) as db:
+                rows = db.execute(
+                    f"SELECT {_STORED_COLUMNS} FROM documents WHERE id > ? ORDER BY id LIMIT ?", (last, _PAGE)
+                ).fetchall()
+            if not rows:
+                return
+            yield from map(self._stored, rows)
+            last = rows[-1][0]
+
+    def get(self, document_id: str) -> StoredDocument | None:
+        with self._transaction("reading a document", write=False) as db:
+            row = db.execute(f"SELECT {_STORED_COLUMNS} FROM documents WHERE doc_id = ?", (document_id,)).fetchone()
+        return self._stored(row) if row is not None else None
+
+    def text(self, document_id: str) -> str:
+        with self._transaction("reading a document", write=False) as db:
+            row = db.execute(
+                "SELECT t.text FROM documents d JOIN document_texts t ON t.document = d.id WHERE d.doc_id = ?",
+                (document_id,),
+            ).fetchone()
+        if row is None:
+            raise KeyError(document_id)
+        return str(row[0])
+
+    def document(self, document_id: str) -> Document:
+        with self._transaction("reading a document", write=False) as db:
+            row = db.execute(
+                "SELECT t.text, d.metadata, d.locations FROM documents d JOIN document_texts t ON t.document = d.id"
+                " WHERE d.doc_id = ?",
+                (document_id,),
+            ).fetchone()
+        if row is None:
+            raise KeyError(document_id)
+        text, metadata, locations = row
+        return Document(
+            text=text, id=document_id, metadata=json.loads(metadata),
+            locations=tuple(Location(start, page, section) for start, page, section in json.loads(locations)),
+        )  # fmt: skip
+
+    def chunks(self, document_id: str) -> list[Chunk]:
+        with self._transaction("reading chunks", write=False) as db:
+            row = db.execute(
+                "SELECT d.id, t.text FROM documents d JOIN document_texts t ON t.document = d.id WHERE d.doc_id = ?",
+                (document_id,),
+            ).fetchone()
+            if row is None:
+                raise KeyError(document_id)
+            document, text = row
+            spans = db.execute(
+                'SELECT idx, start, "end", tokens FROM chunks WHERE document = ? ORDER BY idx', (document,)
+            ).fetchall()
+        return [Chunk(document_id, i, s, e, text[s:e], n) for i, s, e, n in spans]
+
+    def stats(self) -> StoreStats:
+        with self._transaction("counting documents", write=False) as db:
+            n, chunks, tokens = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(chunks), 0), COALESCE(SUM(tokens), 0) FROM documents"
+            ).fetchone()
+        return StoreStats(int(n), int(chunks), int(tokens))
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        if k <= 0 or (match := self._terms.match(query)) is None:
+            return []
+        with self._transaction("searching", write=False) as db:
+            ranked = db.execute(
+                "SELECT rowid, rank FROM chunk_terms WHERE chunk_terms MATCH ? ORDER BY rank, rowid LIMIT ?",
+                (match, k),
+            ).fetchall()
+            if not ranked:
+                return []
+            marks = ",".join("?" * len(ranked))
+            rows = db.execute(
+                f'SELECT c.id, d.doc_id, c.idx, c.start, c."end", c.tokens, substr(t.text, c.start + 1, c."end" - c.start)'
+                f" FROM chunks c JOIN documents d ON d.id = c.document JOIN document_texts t ON t.document = d.id"
+                f" WHERE c.id IN ({marks})",
+                [r[0] for r in ranked],
+            ).fetchall()
+        chunks = {r[0]: Chunk(r[1], r[2], r[3], r[4], r[6], r[5]) for r in rows}
+        # FTS5's bm25() is lower for better matches; Hit.score is higher for better ones.
+        return [Hit(chunks[rowid], -float(rank)) for rowid, rank in ranked]
+
+    def get_meta(self, key: str) -> str | None:
+        with self._transaction("reading the index settings", write=False) as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._transaction("recording the index settings", write=True) as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self._path)!r})"

@@ -1,0 +1,203 @@
+"""`qa.Index` over an SQLite file: open, add, remove, refresh by change detection, failures by name, schema errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import qa
+from qa.store.migrations import MIGRATIONS
+from qa.store.sqlite import SQLiteStore
+from qa.testing import FakeLLM
+
+from .conftest import SEED
+from .test_pipeline import GOOD, Q4000
+
+NO_SERVER = qa.Settings(base_url="http://127.0.0.1:9/v1", api_key="sk-test", max_retries=0, timeout=1.0)
+OTHER = {
+    "grain.txt": "Wheat harvests failed across the region. Grain prices doubled and bakers raised bread prices.\n",
+    "ships.txt": "Container ships waited outside the port for weeks while freight rates tripled.\n",
+}
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "reports"
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(SEED, root / "nk_soldiers_kursk.txt")
+    for name, text in OTHER.items():
+        (root / "sub" / name).write_text(text, encoding="utf-8")
+    return root
+
+
+def test_an_opened_index_answers_with_citations_checked_against_the_stored_text(folder: Path, tmp_path: Path) -> None:
+    db = tmp_path / "index.sqlite"
+    with qa.Index.open(db, NO_SERVER) as index:
+        report = index.add(folder)
+        assert (report.added, report.failed, len(index)) == (3, [], 3)
+    llm = FakeLLM()
+    llm.enqueue(GOOD)
+    with qa.Index.open(db, NO_SERVER, llm=llm) as index:
+        assert sorted(d.id for d in index) == ["nk_soldiers_kursk.txt", "sub/grain.txt", "sub/ships.txt"]
+        answer = index.ask("How many North Koreans were killed or wounded?")
+        assert answer.found and answer.verified and Q4000 in answer.citations[0].quote
+        for c in answer.citations:
+            assert index.store.text(c.document_id)[c.start : c.end] == c.quote
+            assert c.chunk.start <= c.start < c.chunk.end
+
+
+def test_an_index_opens_and_retrieves_without_a_model_client(folder: Path, tmp_path: Path) -> None:
+    with qa.Index.open(tmp_path / "i.sqlite", NO_SERVER) as index:
+        index.add(folder)
+        passages = index.retrieve("How many North Koreans were killed or wounded?")
+        assert passages and passages[0].document_id == "nk_soldiers_kursk.txt"
+        with pytest.raises(qa.LLMConnectionError):  # the client is made, and fails, only when asked
+            index.ask("How many North Koreans were killed or wounded?")
+
+
+def test_memory_and_sqlite_indexes_retrieve_the_same_passages(folder: Path, tmp_path: Path) -> None:
+    memory = qa.Index.from_paths(folder, NO_SERVER)
+    with qa.Index.open(tmp_path / "i.sqlite", NO_SERVER) as stored:
+        stored.add(folder)
+        for question in ("How many casualties?", "Where was the ID card holder from?", "freight rates"):
+            assert stored.retrieve(question) == memory.retrieve(question)
+    assert len(memory) == 3 and [d.id for d in memory] == [d.id for d in memory.documents]
+
+
+def test_refresh_rereads_only_changed_files_and_removes_deleted_ones(folder: Path, tmp_path: Path) -> None:
+    with qa.Index.open(tmp_path / "i.sqlite", NO_SERVER) as index:
+        first = index.refresh([folder])
+        assert (first.added, first.unchanged, first.chunks > 0) == (3, 0, True)
+        again = index.refresh([folder])
+        assert (again.added, again.updated, again.unchanged, again.removed, again.chunks) == (0, 0, 3, 0, 0)
+
+        grain = folder / "sub" / "grain.txt"
+        os.utime(grain, ns=(grain.stat().st_atime_ns, grain.stat().st_mtime_ns + 10**9))  # touched, same text
+        touched = index.refresh([folder])
+        assert (touched.updated, touched.unchanged, touched.chunks) == (0, 3, 0)
+
+        grain.write_text("Rice harvests failed; rice prices tripled.\n", encoding="utf-8")
+        (folder / "sub" / "ships.txt").unlink()
+        (folder / "new.md").write_text("# Ports\n\nThe port of Odesa reopened in May.\n", encoding="utf-8")
+        changed = index.refresh([folder])
+        assert (changed.added, changed.updated, changed.unchanged, changed.removed) == (1, 1, 1, 1)
+        assert sorted(d.id for d in index) == ["new.md", "nk_soldiers_kursk.txt", "sub/grain.txt"]
+        assert index.store.text("sub/grain.txt").startswith("Rice")
+        assert index.store.search("When did the port of Odesa reopen?", 1)[0].chunk.document_id == "new.md"
+        assert index.remove(["new.md"]) == 1 and len(index) == 2
+
+
+def test_a_bad_file_is_reported_by_name_and_the_rest_indexed(folder: Path, tmp_path: Path) -> None:
+    (folder / "scan.pdf").write_bytes(b"%PDF-1.4\x00\x01")
+    (folder / "data.xyz").write_bytes(b"1,2,3")
+    (folder / ".hidden.txt").write_text("not indexed", encoding="utf-8")
+    with qa.Index.open(tmp_path / "i.sqlite", NO_SERVER) as index:
+        report = index.add(folder)
+        assert report.added == 3 and len(index) == 3
+        failed = {Path(f.path).name: f.reason for f in report.failed}
+        assert set(failed) == {"scan.pdf", "data.xyz"}
+        assert "unsupported file type '.xyz'" in failed["data.xyz"] and "not a readable PDF" in failed["scan.pdf"]
+        assert "1 failed" not in report.summary() and "2 failed" in report.summary()
+        with pytest.raises(qa.DocumentError, match="data.xyz"):
+            index.add(folder, strict=True)
+        with pytest.raises(qa.DocumentError, match="no such file or directory"):
+            index.add(folder / "missing")
+
+
+def test_a_document_id_used_by_another_file_is_reported(folder: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "nk_soldiers_kursk.txt").write_text("A different article.\n", encoding="utf-8")
+    with qa.Index.open(tmp_path / "i.sqlite", NO_SERVER) as index:
+        index.add(folder)
+        report = index.add(other)
+        assert report.added == 0 and "already used by" in report.failed[0].reason
+        assert Q4000 in index.store.text("nk_soldiers_kursk.txt")
+
+
+def test_documents_are_added_and_replaced_by_id(tmp_path: Path, seed_doc: qa.Document) -> None:
+    with qa.Index.open(tmp_path / "i.sqlite", NO_SERVER) as index:
+        assert len(index) == 0 and index.add(seed_doc).added == 1
+        report = index.add([qa.Document(text="Replaced.", id=seed_doc.id, metadata={"v": 2})])
+        assert (report.added, report.updated) == (0, 1)
+        (stored,) = index
+        assert stored.metadata == {"v": 2} and index.documents == [qa.Document(text="Replaced.", id=seed_doc.id, metadata={"v": 2})]
+        with pytest.raises(qa.InputError, match="share the id"):
+            index.add([seed_doc, seed_doc])
+
+
+def test_chunking_settings_are_recorded_and_checked(tmp_path: Path, seed_doc: qa.Document) -> None:
+    db = tmp_path / "i.sqlite"
+    with qa.Index.open(db, NO_SERVER) as index:
+        index.add(seed_doc)
+    with pytest.raises(qa.StoreError, match=r"i.sqlite: the index was chunked with chunk_tokens=256, chunk_overlap=32"):
+        qa.Index.open(db, NO_SERVER.model_copy(update={"chunk_tokens": 128}))
+
+
+# --- files that are not usable indexes ------------------------------------------------------------------
+
+
+def test_a_file_that_is_not_a_qa_index_is_refused_by_name(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello", encoding="utf-8")
+    with pytest.raises(qa.StoreError, match=r"notes.txt: not a qa index \(not an SQLite database\)") as caught:
+        qa.Index.open(text, NO_SERVER)
+    assert caught.value.path == str(text)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+    db.close()
+    with pytest.raises(qa.StoreError, match=r"other.db: not a qa index \(an SQLite database with other tables: users\)"):
+        qa.Index.open(other, NO_SERVER)
+    with pytest.raises(qa.StoreError, match="is a directory"):
+        qa.Index.open(tmp_path, NO_SERVER)
+
+
+def test_a_corrupt_index_is_refused_by_name(tmp_path: Path, seed_doc: qa.Document) -> None:
+    db = tmp_path / "i.sqlite"
+    with qa.Index.open(db, NO_SERVER) as index:
+        index.add(seed_doc)
+    data = bytearray(db.read_bytes())
+    data[100:4096] = b"\xa5" * (4096 - 100)  # the schema page, past the header
+    db.write_bytes(bytes(data))
+    with pytest.raises(qa.StoreError, match=r"i.sqlite: opening the index: the index file is corrupt"):
+        qa.Index.open(db, NO_SERVER)
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "i.sqlite"
+    SQLiteStore(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO _qa_migrations VALUES ('m999_from_the_future', datetime('now'))")
+    conn.close()
+    with pytest.raises(qa.StoreError, match=r"i.sqlite: made by a newer version of qa \(schema m999_from_the_future"):
+        SQLiteStore(db)
+
+
+def test_an_older_schema_is_migrated_and_its_documents_found(tmp_path: Path, seed_text: str) -> None:
+    db = tmp_path / "old.sqlite"
+    SQLiteStore(db, migrations=MIGRATIONS[:1]).close()  # a file made before the term index existed
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO documents (id, doc_id, length, sha256, chunks, tokens) VALUES (1, 'seed', ?, 'x', 2, 20)",
+            (len(seed_text),),
+        )
+        conn.execute("INSERT INTO document_texts VALUES (1, ?)", (seed_text,))
+        conn.execute('INSERT INTO chunks (document, idx, start, "end", tokens) VALUES (1, 0, 0, 400, 10)')
+        conn.execute('INSERT INTO chunks (document, idx, start, "end", tokens) VALUES (1, 1, 400, ?, 10)', (len(seed_text),))
+    conn.close()
+    store = SQLiteStore(db)
+    try:
+        hits = store.search("killed or wounded North Koreans", 1)
+        assert hits and hits[0].chunk.document_id == "seed" and Q4000 in hits[0].chunk.text
+        with sqlite3.connect(db) as conn:
+            names = [n for (n,) in conn.execute("SELECT name FROM _qa_migrations ORDER BY name")]
+            assert names == [m.__name__ for m in MIGRATIONS]
+            assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
+        conn.close()
+    finally:
+        store.close()
