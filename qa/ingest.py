@@ -155,8 +155,8 @@ def ingest(
 ) -> IngestReport:
     """Add documents and files to `store`, skipping files unchanged since they were stored; with
     `remove_missing`, also remove stored files below the given paths that are gone. A file that cannot be
-    loaded (by `qa.loaders`, under `settings`' limits) is reported in `failed` (and logged), or raised with `strict`. `progress(done, total)` is told of each
-    file done."""
+    loaded (by `qa.loaders`, under `settings`' limits) is reported in `failed` (and logged), or raised with
+    `strict`. `progress(done, total)` is told of each file done."""
     started = time.perf_counter()
     report = IngestReport()
     listed = [items] if isinstance(items, (Document, str, Path)) else list(items)
@@ -167,7 +167,7 @@ def ingest(
     if store.path is not None:  # the index file itself, when it lies in a folder being indexed
         own = store.path.resolve()
         skip = {own, *(own.with_name(own.name + suffix) for suffix in ("-wal", "-shm", "-journal"))}
-        files = [(p, i) for p, i in files if p.resolve() not in skip]
+        files = [(p, i) for p, i in files if not p.name.startswith(own.name) or p.resolve() not in skip]
     writer = _Writer(store, chunker, report)
     for document in documents:
         if store.get(document.id) is None:

@@ -25,9 +25,8 @@ def _migration(fn: Migration) -> Migration:
 
 @_migration
 def m001_documents(db: sqlite3.Connection) -> None:
-    """Documents (text apart, so listing them reads no text; metadata as a JSON object; locations, the page and
-    section of each offset range, as a JSON list of [start, page, section]), their chunks as offsets, and key/value
-    settings."""
+    """Documents (text apart, so listing them reads no text; metadata as a JSON object), their chunks as offsets,
+    and key/value settings."""
     db.execute(
         """CREATE TABLE documents (
             id INTEGER PRIMARY KEY,
@@ -37,7 +36,6 @@ def m001_documents(db: sqlite3.Connection) -> None:
             chunks INTEGER NOT NULL,
             tokens INTEGER NOT NULL,
             metadata TEXT NOT NULL DEFAULT '{}',
-            locations TEXT NOT NULL DEFAULT '[]',
             source_path TEXT,
             source_size INTEGER,
             source_mtime_ns INTEGER
@@ -76,3 +74,9 @@ def m002_chunk_terms(db: sqlite3.Connection) -> None:
             "INSERT INTO chunk_terms (rowid, terms) VALUES (?, ?)",
             [(chunk, " ".join(terms.of(text[start:end]))) for chunk, start, end in rows.fetchall()],
         )
+
+
+@_migration
+def m003_document_locations(db: sqlite3.Connection) -> None:
+    """Where each stretch of a document's text is in its file: a JSON list of [start, page, section]."""
+    db.execute("ALTER TABLE documents ADD COLUMN locations TEXT NOT NULL DEFAULT '[]'")
