@@ -3,7 +3,7 @@
 A llama.cpp build made with -march=native on a Sapphire Rapids host includes the AMX backend; in a VM
 that advertises AMX without supporting it, the first AMX instruction dies with SIGILL (the server
 crashes on its first completion). qa's embedded engine avoids this by loading with
-`use_extra_bufts=False` (qa/local.py); llama_cpp.server has no flag for it, so this wrapper sets the
+`use_extra_bufts=False` (qa/local/engine.py); llama_cpp.server has no flag for it, so this wrapper sets the
 same default before handing over to the server's own `__main__`. QA_LOCAL_AMX=1 keeps AMX on.
 The setting only changes how weights are laid out in memory, not what the model computes.
 """

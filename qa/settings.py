@@ -43,6 +43,7 @@ _ENV: dict[str, str] = {
     "cache_dir": "QA_CACHE_DIR",
     "decline_threshold": "QA_DECLINE_THRESHOLD",
     "pdf_password": "QA_PDF_PASSWORD",
+    "local_amx": "QA_LOCAL_AMX",
 }
 
 
@@ -93,7 +94,13 @@ class Settings(BaseModel):
     cache_dir: Path | None = Field(
         None,
         description="Where local model files are assembled and where `qa ask PATH...` keeps its indexes (in "
-        "indexes/) (env QA_CACHE_DIR); default ~/.cache/qa.",
+        "indexes/) (env QA_CACHE_DIR, else $XDG_CACHE_HOME/qa); None: ~/.cache/qa.",
+    )
+    local_amx: bool | None = Field(
+        None,
+        description="Whether llama.cpp's AMX kernels really run on this CPU (env QA_LOCAL_AMX, 1/0). None: a llama.cpp "
+        "build with AMX loads without its extra (AMX and repacked) weight buffers, since some VMs advertise AMX "
+        "and then stop the process with SIGILL on its first use.",
     )
 
     # --- loading documents -------------------------------------------------------------------
@@ -217,6 +224,8 @@ class Settings(BaseModel):
         """Settings from QA_* and OPENAI_* environment variables, then explicit overrides."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {key: env[var] for key, var in _ENV.items() if env.get(var)}
+        if "cache_dir" not in values and env.get("XDG_CACHE_HOME"):
+            values["cache_dir"] = Path(env["XDG_CACHE_HOME"]) / "qa"
         if values.get("decline_threshold") == "off":
             values["decline_threshold"] = None
         overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -242,6 +251,11 @@ class Settings(BaseModel):
     def uses_local_model(self) -> bool:
         """True when no server is configured, so the embedded llama.cpp model answers."""
         return self.base_url is None and self.api_key is None
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        """The cache directory in use: `cache_dir` (with ~ expanded), else ~/.cache/qa."""
+        return self.cache_dir.expanduser() if self.cache_dir is not None else Path.home() / ".cache" / "qa"
 
     @property
     def model_name(self) -> str:

@@ -349,7 +349,7 @@ def test_async_bridge_error_and_success() -> None:
 
 
 # `python -m llama_cpp.server`, except that an AMX-enabled llama.cpp build loads without extra buffer
-# types, as qa.local does: in this VM the AMX kernels die with SIGILL (see qa.local._extra_buffers_wanted).
+# types, as qa.local does: in this VM the AMX kernels die with SIGILL (see qa.local.engine._extra_buffers_wanted).
 _SERVER_MAIN = """
 import runpy, sys
 import llama_cpp.llama_cpp as low
