@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from qa.local import (
     locate_part,
     prepare_model,
 )
+from qa.local.engine import Generation, _LogprobRecorder
 
 pytestmark = pytest.mark.local
 
@@ -209,6 +210,89 @@ def test_local_clients_use_the_local_transports(clients: tuple[openai.OpenAI, op
     assert [m.id for m in models.data][0].startswith("Qwen2.5 Coder")
 
 
+def _grammar_params(messages: list[Any], max_tokens: int = 48) -> dict[str, Any]:
+    from qa.local.bridge import _chat_params
+
+    body = {"messages": messages, "response_format": JSON_OBJECT_WITH_SCHEMA, "temperature": 0, "max_tokens": max_tokens}
+    return _chat_params(body)[0]
+
+
+def _cold(engine: Any) -> None:
+    engine.forget_prefixes()
+    engine.llama.reset()
+    engine.llama._ctx.kv_cache_clear()
+
+
+def test_greedy_loop_matches_llama_cpp_python(model_path: Path) -> None:
+    """qa's generation loop (grammar checked on the greedy token first) writes what create_chat_completion writes."""
+    engine = get_engine(model_path)
+    params = _grammar_params(MESSAGES)
+    _cold(engine)
+    ours = engine.chat_completion(params, top_logprobs=3)
+    _cold(engine)
+    recorder = _LogprobRecorder(engine.llama, 3)
+    theirs = engine.llama.create_chat_completion(**params, logits_processor=[recorder])
+    assert ours["choices"][0]["message"]["content"] == theirs["choices"][0]["message"]["content"]
+    assert ours["choices"][0]["finish_reason"] == theirs["choices"][0]["finish_reason"]
+    assert ours["usage"]["prompt_tokens"] == theirs["usage"]["prompt_tokens"]
+    assert ours["usage"]["completion_tokens"] == theirs["usage"]["completion_tokens"]
+    mine = ours["choices"][0]["logprobs"]["content"]
+    assert [t["token"] for t in mine] == [t["token"] for t in recorder.entries]
+    for a, b in zip(mine, recorder.entries, strict=True):
+        assert abs(a["logprob"] - b["logprob"]) < 1e-3
+        assert [t["token"] for t in a["top_logprobs"]] == [t["token"] for t in b["top_logprobs"]]
+
+
+def test_follow_up_reuses_the_prompt_prefix(model_path: Path) -> None:
+    """A second question after the same long context evaluates only what differs; saved states serve alternation."""
+    engine = get_engine(model_path)
+    context = "Passages:\n" + " ".join(f"Sentence {i} says the river Ob is {i} km long." for i in range(40))
+    a = [MESSAGES[0], {"role": "user", "content": context + "\n\nQuestion: Which city is the capital of France?"}]
+    b = [MESSAGES[0], {"role": "user", "content": context + "\n\nQuestion: How long is the river Ob?"}]
+    other = [MESSAGES[0], {"role": "user", "content": "Question: Which city is the capital of Italy?"}]
+    _cold(engine)
+    first = engine.chat_completion(_grammar_params(a, 8))
+    assert first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    second = engine.chat_completion(_grammar_params(b, 8))
+    shared = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert second["usage"]["prompt_tokens"] - shared < 20  # only the question and the assistant turn are new
+    engine.chat_completion(_grammar_params(other, 8))  # the live KV cache now holds another prompt
+    again = engine.chat_completion(_grammar_params(a, 8))
+    assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == first["usage"]["prompt_tokens"] - 1
+    assert again["choices"][0]["message"]["content"] == first["choices"][0]["message"]["content"]
+    engine.prefix_cache_bytes = 0  # bounded: with no room, nothing is kept
+    engine.forget_prefixes()
+    engine.chat_completion(_grammar_params(other, 8))
+    assert engine._prefixes == {}
+    engine.prefix_cache_bytes = local.engine._PREFIX_CACHE_BYTES
+
+
+def test_local_transports_stream_what_they_answer(clients: tuple[openai.OpenAI, openai.AsyncOpenAI]) -> None:
+    sync_client, async_client = clients
+    kwargs: Any = {
+        "model": "local", "messages": MESSAGES, "response_format": JSON_OBJECT_WITH_SCHEMA, "temperature": 0,
+        "max_tokens": 48, "logprobs": True, "top_logprobs": 2,
+    }
+    whole = sync_client.chat.completions.create(**kwargs)
+    chunks = list(sync_client.chat.completions.create(**kwargs, stream=True))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) > 5 and "".join(pieces) == whole.choices[0].message.content
+    last = chunks[-1].choices[0]
+    assert last.finish_reason == "stop" and last.logprobs is not None and last.logprobs.content is not None
+    assert "".join(t.token for t in last.logprobs.content) == whole.choices[0].message.content
+
+    async def collect() -> str:
+        stream = await async_client.chat.completions.create(**kwargs, stream=True)
+        return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+    assert asyncio.run(collect()) == whole.choices[0].message.content
+    # a stream closed early frees the engine for the next request
+    stream = sync_client.chat.completions.create(**kwargs, stream=True)
+    next(iter(stream))
+    stream.close()
+    _check_answer(sync_client.chat.completions.create(**{k: v for k, v in kwargs.items() if k != "logprobs"}))
+
+
 # --------------------------------------------------------------------------- bridge errors (fake engine, no model)
 
 
@@ -244,6 +328,18 @@ class _FakeEngine:
             ],
             "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
         }
+
+
+    def generate(
+        self, params: dict[str, Any], *, lock_timeout: float | None = None, top_logprobs: int | None = None
+    ) -> Generator[str, None, Generation]:
+        self.calls.append(params)
+        self.top_logprobs.append(top_logprobs)
+        if self.error is not None:
+            raise self.error
+        yield "h"
+        yield "i"
+        return Generation(text="hi", finish_reason="stop", prompt_tokens=3, completion_tokens=2, cached_tokens=1)
 
 
 def _fake_client(engine: Any) -> openai.OpenAI:
@@ -308,15 +404,46 @@ def test_bridge_context_overflow_is_a_400() -> None:
     assert info.value.code == "context_length_exceeded"
 
 
-def test_bridge_unknown_path_is_a_404_and_stream_is_refused() -> None:
+def test_bridge_streams_server_sent_events() -> None:
+    engine = _FakeEngine()
+    with _fake_client(engine) as client:
+        stream = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}], stream=True, stream_options={"include_usage": True}
+        )
+        chunks = list(stream)
+    assert [c.choices[0].delta.content for c in chunks if c.choices] == ["h", "i", None]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    usage = chunks[-1].usage
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (3, 2)
+    assert usage.prompt_tokens_details is not None and usage.prompt_tokens_details.cached_tokens == 1
+    with _fake_client(_FakeEngine(ValueError("Requested tokens (9000) exceed context window of 4096"))) as client:
+        with pytest.raises(openai.BadRequestError) as info:  # an error before the first token is an HTTP error
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True)
+    assert info.value.code == "context_length_exceeded"
+
+
+def test_async_bridge_streams() -> None:
+    async def run() -> list[str | None]:
+        transport = AsyncLocalTransport(_FakeEngine())
+        async with openai.AsyncOpenAI(
+            base_url="http://qa.local/v1", api_key="local", max_retries=0,
+            http_client=httpx2.AsyncClient(transport=transport),
+        ) as client:
+            stream = await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "x"}], stream=True
+            )
+            return [c.choices[0].delta.content async for c in stream if c.choices]
+
+    assert asyncio.run(run()) == ["h", "i", None]
+
+
+def test_bridge_unknown_path_is_a_404() -> None:
     engine = _FakeEngine()
     bad_format: Any = {"type": "xml"}
     with _fake_client(engine) as client:
         with pytest.raises(openai.NotFoundError):
             client.embeddings.create(model="m", input="x")
-        with pytest.raises(openai.BadRequestError) as info:
-            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True)
-        assert "stream" in info.value.message
         with pytest.raises(openai.BadRequestError):
             client.chat.completions.create(
                 model="m",

@@ -10,12 +10,13 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx2
 import openai
 
-from qa.local.engine import LocalEngine, get_engine
+from qa.local.engine import Generation, LocalEngine, completion_dict, get_engine
 
 if TYPE_CHECKING:
     from qa.settings import Settings
@@ -100,8 +101,6 @@ def _chat_params(body: Any) -> tuple[dict[str, Any], str]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _invalid("messages must be a non-empty array", "messages")
-    if body.get("stream"):
-        raise _invalid("stream=true is not supported by the in-process local engine", "stream")
     if body.get("n", 1) not in (1, None):
         raise _invalid("the local engine returns exactly one choice (n=1)", "n")
     params: dict[str, Any] = {"messages": messages}
@@ -156,9 +155,10 @@ def _lock_timeout(request: httpx2.Request) -> float | None:
 
 
 def _handle(engine: LocalEngine, request: httpx2.Request, body: bytes) -> httpx2.Response:
-    """Answer one request against the engine, exactly as an OpenAI-compatible server would."""
+    """Answer one request against the engine, exactly as an OpenAI-compatible server would (SSE for stream=true)."""
     request_id = f"req_local_{uuid.uuid4().hex}"
     path = request.url.path
+    headers = {"content-type": "application/json", "x-request-id": request_id}
     try:
         if _is_models_path(path) and request.method == "GET":
             payload: dict[str, Any] = {
@@ -172,22 +172,29 @@ def _handle(engine: LocalEngine, request: httpx2.Request, body: bytes) -> httpx2
                 raise _invalid(f"the request body is not JSON: {exc}") from exc
             params, grammar_kind = _chat_params(decoded)
             top_logprobs = _top_logprobs(decoded)
-            started = time.perf_counter()
-            try:
-                payload = engine.chat_completion(
-                    params, lock_timeout=_lock_timeout(request), top_logprobs=top_logprobs
+            model = decoded.get("model") or engine.name
+            if decoded.get("stream"):
+                include_usage = bool((decoded.get("stream_options") or {}).get("include_usage"))
+                steps = engine.generate(params, lock_timeout=_lock_timeout(request), top_logprobs=top_logprobs)
+                events = _sse_events(steps, model, include_usage)
+                first = _guarded(request, lambda: next(events))  # errors before the first token are HTTP errors
+                return httpx2.Response(
+                    200,
+                    headers={**headers, "content-type": "text/event-stream"},
+                    stream=_EventStream(first, events),
+                    request=request,
                 )
-            except TimeoutError:
-                raise httpx2.PoolTimeout("the local model stayed busy past the timeout", request=request) from None
-            except ValueError as exc:
-                if "context window" in str(exc):
-                    raise _HTTPError(400, str(exc), code="context_length_exceeded", param="messages") from exc
-                raise
-            payload["model"] = decoded.get("model") or engine.name
+            started = time.perf_counter()
+            payload = _guarded(
+                request,
+                lambda: engine.chat_completion(params, lock_timeout=_lock_timeout(request), top_logprobs=top_logprobs),
+            )
+            payload["model"] = model
             usage = payload.get("usage") or {}
             logger.debug(
-                "local completion: %s prompt + %s completion tokens in %.2fs (grammar: %s)",
+                "local completion: %s prompt (%s cached) + %s completion tokens in %.2fs (grammar: %s)",
                 usage.get("prompt_tokens"),
+                (usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
                 usage.get("completion_tokens"),
                 time.perf_counter() - started,
                 grammar_kind,
@@ -205,12 +212,86 @@ def _handle(engine: LocalEngine, request: httpx2.Request, body: bytes) -> httpx2
             _HTTPError(500, f"local inference failed: {type(exc).__name__}: {exc}", type_="server_error"),
             request_id,
         )
-    return httpx2.Response(
-        200,
-        headers={"content-type": "application/json", "x-request-id": request_id},
-        content=json.dumps(payload).encode(),
-        request=request,
-    )
+    return httpx2.Response(200, headers=headers, content=json.dumps(payload).encode(), request=request)
+
+
+_T = TypeVar("_T")
+
+
+def _guarded(request: httpx2.Request, run: Callable[[], _T]) -> _T:
+    """Run the engine, turning a busy lock into a pool timeout and a too-long prompt into a 400."""
+    try:
+        return run()
+    except TimeoutError:
+        raise httpx2.PoolTimeout("the local model stayed busy past the timeout", request=request) from None
+    except ValueError as exc:
+        if "context window" in str(exc):
+            raise _HTTPError(400, str(exc), code="context_length_exceeded", param="messages") from exc
+        raise
+
+
+def _sse_events(steps: Generator[str, None, Generation], model: str, include_usage: bool) -> Iterator[bytes]:
+    """OpenAI chat.completion.chunk events for a generation: role, text deltas, finish (with logprobs), usage."""
+    base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time())}
+    base["model"] = model
+
+    def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return b"data: " + json.dumps({**base, "choices": choices, **extra}).encode() + b"\n\n"
+
+    def delta(content: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> bytes:
+        return event([{"index": 0, "delta": content, "logprobs": logprobs, "finish_reason": finish}])
+
+    role_sent = False
+    while True:
+        try:
+            piece = next(steps)
+        except StopIteration as done:
+            result: Generation = done.value
+            break
+        yield delta({"content": piece} if role_sent else {"role": "assistant", "content": piece})
+        role_sent = True
+    if not role_sent:
+        yield delta({"role": "assistant", "content": ""})
+    logprobs = None if result.logprobs is None else {"content": result.logprobs}
+    yield delta({}, result.finish_reason, logprobs)
+    if include_usage:
+        usage = completion_dict(result, model)["usage"]
+        yield event([], usage=usage)
+    yield b"data: [DONE]\n\n"
+
+
+class _EventStream(httpx2.SyncByteStream):
+    """The SSE body; closing it early stops the generation and frees the engine."""
+
+    def __init__(self, first: bytes, events: Iterator[bytes]) -> None:
+        self._first: bytes | None = first
+        self._events = events
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        yield from self._events
+
+    def close(self) -> None:
+        close = getattr(self._events, "close", None)
+        if close is not None:
+            close()
+
+
+class _AsyncEventStream(httpx2.AsyncByteStream):
+    """The SSE body for the async client: each step of the generation runs in a worker thread."""
+
+    def __init__(self, first: bytes, events: Iterator[bytes]) -> None:
+        self._sync = _EventStream(first, events)
+        self._iterator = iter(self._sync)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while (chunk := await asyncio.to_thread(next, self._iterator, None)) is not None:
+            yield chunk
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._sync.close)
 
 
 class LocalTransport(httpx2.BaseTransport):
@@ -233,7 +314,11 @@ class AsyncLocalTransport(httpx2.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         """Run the request against the local model in a worker thread."""
         body = await request.aread()
-        return await asyncio.to_thread(_handle, self.engine, request, body)
+        response = await asyncio.to_thread(_handle, self.engine, request, body)
+        if isinstance(response.stream, _EventStream):  # a sync SSE body, read from worker threads
+            stream = response.stream
+            response.stream = _AsyncEventStream(stream._first or b"", stream._events)
+        return response
 
 
 def local_clients(

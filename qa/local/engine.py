@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import atexit
+import codecs
 import contextlib
+import ctypes
 import importlib
 import logging
 import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +26,7 @@ from qa.errors import ConfigurationError
 from qa.local.weights import _resolve
 from qa.settings import Settings
 
-__all__ = ["LocalEngine", "get_engine"]
+__all__ = ["Generation", "LocalEngine", "completion_dict", "get_engine"]
 
 logger = logging.getLogger("qa")
 
@@ -76,15 +81,73 @@ def _model_params(**fields: Any) -> Iterator[None]:
         setattr(low, "llama_model_default_params", original)
 
 
-class LocalEngine:
-    """One loaded llama.cpp model and the lock that serialises inference on it (Llama is not thread-safe)."""
+@dataclass
+class Generation:
+    """What one completion produced, beside its text: why it stopped, its token counts, logprobs and timings."""
 
-    def __init__(self, llama: Any, model_path: Path, n_ctx: int, load_seconds: float) -> None:
+    text: str = ""
+    finish_reason: str = "length"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose KV state was reused instead of evaluated
+    logprobs: list[dict[str, Any]] | None = None  # OpenAI ChatCompletionTokenLogprob dicts, when asked for
+    prompt_seconds: float = 0.0  # from the start of the call (lock held) to the first sampled token
+    generation_seconds: float = 0.0
+
+
+@dataclass
+class _Prefix:
+    """A saved KV state: the tokens it holds and llama.cpp's state bytes."""
+
+    tokens: npt.NDArray[np.intc]
+    state: bytes
+
+
+def _common_prefix(a: npt.NDArray[np.intc], b: npt.NDArray[np.intc]) -> int:
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if len(differ) else n
+
+
+# Saved KV states kept per engine: one ~700-token prompt of the default model takes ~9 MB.
+_PREFIX_CACHE_BYTES = 128 * 2**20
+
+# Request keys the fast generation loop implements; anything else goes through llama-cpp-python's own
+# create_chat_completion (tools, penalties, logit bias, stop strings, sampling at a temperature).
+_FAST_KEYS = frozenset({"messages", "temperature", "seed", "max_tokens", "grammar", "top_p"})
+
+
+class LocalEngine:
+    """One loaded llama.cpp model and the lock that serialises inference on it (Llama is not thread-safe).
+
+    Greedy requests run in qa's own loop over llama.cpp: the prompt is evaluated from the longest prefix already
+    in the KV cache (the live one, or a state saved after an earlier call, kept up to `prefix_cache_bytes`), and
+    a JSON-schema grammar is checked against the greedy token first, masking the whole vocabulary only when it
+    rejects it (as llama.cpp's own sampler does), so structured output costs about what free text does.
+    """
+
+    def __init__(
+        self,
+        llama: Any,
+        model_path: Path,
+        n_ctx: int,
+        load_seconds: float,
+        *,
+        extra_buffers: bool = True,
+        prefix_cache_bytes: int = _PREFIX_CACHE_BYTES,
+    ) -> None:
         self.llama = llama
         self.model_path = model_path
         self.n_ctx = n_ctx
         self.load_seconds = load_seconds
+        self.extra_buffers = extra_buffers
+        self.prefix_cache_bytes = prefix_cache_bytes
         self.lock = threading.Lock()
+        self._prefixes: OrderedDict[bytes, _Prefix] = OrderedDict()  # least recently used first
+        self._formatter: Any = None
+        self._candidates: Any = None  # a reusable llama_token_data_array over the whole vocabulary
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -96,26 +159,276 @@ class LocalEngine:
         """The model's name as the GGUF file states it (general.name), else the file name."""
         return self.metadata.get("general.name") or self.model_path.name
 
+    # --- prompt ---------------------------------------------------------------------------------
+
+    def _chat_formatter(self) -> Any:
+        """The GGUF's own chat template as llama-cpp-python renders it, or None when the model has none."""
+        if self._formatter is None:
+            template = self.llama.metadata.get("tokenizer.chat_template")
+            if not template or self.llama.chat_format != "chat_template.default":
+                self._formatter = False
+            else:
+                chat_format = importlib.import_module("llama_cpp.llama_chat_format")
+                model = self.llama._model
+                eos, bos = model.token_eos(), model.token_bos()
+                self._formatter = chat_format.Jinja2ChatFormatter(
+                    template=template,
+                    eos_token=model.token_get_text(eos) if eos != -1 else "",
+                    bos_token=model.token_get_text(bos) if bos != -1 else "",
+                    stop_token_ids=[eos],
+                )
+        return self._formatter or None
+
+    def format_prompt(self, messages: list[dict[str, Any]]) -> str:
+        """The prompt text the model's chat template makes of `messages` (with the assistant turn opened)."""
+        formatter = self._chat_formatter()
+        if formatter is None:
+            raise ValueError("this model has no chat template in its GGUF file")
+        return str(formatter(messages=messages).prompt)
+
+    # --- prefix states ----------------------------------------------------------------------------
+
+    def forget_prefixes(self) -> None:
+        """Drop the saved KV states (the live KV cache is kept)."""
+        self._prefixes.clear()
+
+    def _save_prefix(self, tokens: npt.NDArray[np.intc]) -> None:
+        if self.prefix_cache_bytes <= 0 or len(tokens) == 0:
+            return
+        llama_cpp = self.llama_cpp
+        ctx = self.llama._ctx.ctx
+        size = int(llama_cpp.llama_state_get_size(ctx))
+        buffer = (ctypes.c_uint8 * size)()
+        written = int(llama_cpp.llama_state_get_data(ctx, buffer, size))
+        state = bytes(memoryview(buffer)[:written])
+        if len(state) > self.prefix_cache_bytes:
+            return
+        key = tokens.tobytes()
+        self._prefixes.pop(key, None)
+        # A saved state that is a prefix of this one is no longer needed: this one serves it too.
+        for old in [k for k, p in self._prefixes.items() if key.startswith(k)]:
+            del self._prefixes[old]
+        self._prefixes[key] = _Prefix(tokens.copy(), state)
+        while sum(len(p.state) for p in self._prefixes.values()) > self.prefix_cache_bytes:
+            self._prefixes.popitem(last=False)
+
+    def _restore(self, tokens: npt.NDArray[np.intc]) -> int:
+        """Bring the KV cache to the longest saved or live prefix of `tokens`; returns how many tokens it holds."""
+        llama = self.llama
+        live = _common_prefix(llama.input_ids[: llama.n_tokens], tokens)
+        best_key, best = None, live
+        for key, prefix in self._prefixes.items():
+            if (n := _common_prefix(prefix.tokens, tokens)) > best:
+                best_key, best = key, n
+        if best_key is not None:
+            prefix = self._prefixes[best_key]
+            self._prefixes.move_to_end(best_key)
+            buffer = (ctypes.c_uint8 * len(prefix.state)).from_buffer_copy(prefix.state)
+            if int(self.llama_cpp.llama_state_set_data(llama._ctx.ctx, buffer, len(prefix.state))) != len(prefix.state):
+                raise RuntimeError("llama.cpp could not restore a saved state")
+            llama.input_ids[: len(prefix.tokens)] = prefix.tokens
+            llama.n_tokens = len(prefix.tokens)
+        # At least the last prompt token is evaluated again: its logits are what the first sample reads.
+        keep = min(best, len(tokens) - 1)
+        if keep <= 0 or not llama._ctx.kv_cache_seq_rm(-1, keep, -1):
+            llama._ctx.kv_cache_clear()
+            keep = 0
+        llama.n_tokens = keep
+        return keep
+
+    @property
+    def llama_cpp(self) -> Any:
+        """The low-level llama_cpp bindings module."""
+        return importlib.import_module("llama_cpp.llama_cpp")
+
+    # --- generation -----------------------------------------------------------------------------------
+
+    def _acquire(self, lock_timeout: float | None) -> None:
+        if not self.lock.acquire(timeout=-1 if lock_timeout is None else lock_timeout):
+            raise TimeoutError(f"the local model was busy for more than {lock_timeout}s")
+
+    def generate(
+        self, params: dict[str, Any], *, lock_timeout: float | None = None, top_logprobs: int | None = None
+    ) -> Generator[str, None, Generation]:
+        """Run one chat completion under the inference lock, yielding its text as it is written.
+
+        `params` are `Llama.create_chat_completion` keyword arguments; the generator's return value (the
+        `StopIteration` value) is the `Generation`. With `top_logprobs`, it carries OpenAI-style logprobs.
+        """
+        self._acquire(lock_timeout)
+        try:
+            fast = (
+                set(params) <= _FAST_KEYS
+                and params.get("temperature") == 0
+                and self._chat_formatter() is not None
+            )
+            if fast:
+                return (yield from self._generate_greedy(params, top_logprobs))
+            return (yield from self._generate_compat(params, top_logprobs))
+        finally:
+            self.lock.release()
+
     def chat_completion(
         self, params: dict[str, Any], *, lock_timeout: float | None = None, top_logprobs: int | None = None
     ) -> dict[str, Any]:
-        """Run one `create_chat_completion` under the inference lock and return its OpenAI-shaped dict.
+        """Run one chat completion under the inference lock and return its OpenAI-shaped dict."""
+        steps = self.generate(params, lock_timeout=lock_timeout, top_logprobs=top_logprobs)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                result: Generation = done.value
+                break
+        return completion_dict(result, self.name)
 
-        With `top_logprobs`, the choice carries OpenAI-style `logprobs.content` for the generated tokens.
-        """
-        if not self.lock.acquire(timeout=-1 if lock_timeout is None else lock_timeout):
-            raise TimeoutError(f"the local model was busy for more than {lock_timeout}s")
+    def _generate_compat(self, params: dict[str, Any], top_logprobs: int | None) -> Generator[str, None, Generation]:
+        """Any request, through llama-cpp-python's own create_chat_completion (no streaming, no prefix states)."""
+        started = time.perf_counter()
+        recorder = None if top_logprobs is None else _LogprobRecorder(self.llama, top_logprobs)
+        extra = {} if recorder is None else {"logits_processor": [recorder]}
+        result: dict[str, Any] = self.llama.create_chat_completion(**params, **extra)
+        choice = (result.get("choices") or [{}])[0]
+        usage = result.get("usage") or {}
+        text = (choice.get("message") or {}).get("content") or ""
+        generation = Generation(
+            text=text,
+            finish_reason=choice.get("finish_reason") or "stop",
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            logprobs=None if recorder is None else recorder.entries,
+            prompt_seconds=time.perf_counter() - started,
+        )
+        if text:
+            yield text
+        return generation
+
+    def _generate_greedy(
+        self, params: dict[str, Any], top_logprobs: int | None
+    ) -> Generator[str, None, Generation]:
+        llama, low = self.llama, self.llama_cpp
+        started = time.perf_counter()
+        formatted = self._chat_formatter()(messages=params["messages"])
+        tokens = np.asarray(
+            llama.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True),
+            dtype=np.intc,
+        )
+        n_ctx = llama.n_ctx()
+        if len(tokens) >= n_ctx:
+            raise ValueError(f"Requested tokens ({len(tokens)}) exceed context window of {n_ctx}")
+        max_tokens = params.get("max_tokens") or n_ctx - len(tokens)
+        max_tokens = min(max_tokens, n_ctx - len(tokens))
+        out = Generation(prompt_tokens=len(tokens), logprobs=None if top_logprobs is None else [])
+        out.cached_tokens = self._restore(tokens)
+        llama.eval(tokens[out.cached_tokens :].tolist())
+        grammar = None
+        if params.get("grammar") is not None:
+            g = params["grammar"]
+            grammar = low.llama_sampler_init_grammar(llama._model.vocab, g._grammar.encode(), g._root.encode())
+        vocab = llama._model.vocab
+        n_vocab = llama.n_vocab()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pieces: list[str] = []
+        generated: list[int] = []
+        first = 0.0
         try:
-            if top_logprobs is None:
-                result: dict[str, Any] = self.llama.create_chat_completion(**params)
-            else:
-                recorder = _LogprobRecorder(self.llama, top_logprobs)
-                result = self.llama.create_chat_completion(**params, logits_processor=[recorder])
-                if result.get("choices"):
-                    result["choices"][0]["logprobs"] = {"content": recorder.entries}
+            while True:
+                logits = np.ctypeslib.as_array(low.llama_get_logits_ith(llama._ctx.ctx, -1), shape=(n_vocab,))
+                token = int(np.argmax(logits))
+                if grammar is not None and not self._grammar_allows(grammar, token, float(logits[token])):
+                    token = self._grammar_best(grammar, logits)
+                if not first:
+                    first = time.perf_counter()
+                    out.prompt_seconds = first - started
+                if out.logprobs is not None and top_logprobs is not None:
+                    out.logprobs.append(self._logprob_entry(logits, token, top_logprobs))
+                if low.llama_vocab_is_eog(vocab, token):
+                    if out.logprobs:
+                        out.logprobs.pop()  # the end of generation is not text
+                    out.finish_reason = "stop"
+                    break
+                if grammar is not None:
+                    low.llama_sampler_accept(grammar, token)
+                generated.append(token)
+                piece = decoder.decode(bytes(llama.detokenize([token], special=False)))
+                if piece:
+                    pieces.append(piece)
+                    yield piece
+                if len(generated) >= max_tokens:
+                    break
+                llama.eval([token])
+            if tail := decoder.decode(b"", final=True):
+                pieces.append(tail)
+                yield tail
         finally:
-            self.lock.release()
-        return result
+            if grammar is not None:
+                low.llama_sampler_free(grammar)
+        out.text = "".join(pieces)
+        out.completion_tokens = len(generated)
+        out.generation_seconds = time.perf_counter() - (first or started)
+        self._save_prefix(llama.input_ids[: llama.n_tokens])
+        return out
+
+    def _grammar_allows(self, grammar: Any, token: int, logit: float) -> bool:
+        """Whether the grammar accepts `token` next (one candidate checked, not the vocabulary)."""
+        low = self.llama_cpp
+        single = (low.llama_token_data * 1)()
+        single[0].id, single[0].logit, single[0].p = token, logit, 0.0
+        array = low.llama_token_data_array(
+            data=ctypes.cast(single, low.llama_token_data_p), size=1, selected=-1, sorted=False
+        )
+        low.llama_sampler_apply(grammar, ctypes.byref(array))
+        return bool(math.isfinite(single[0].logit))
+
+    def _grammar_best(self, grammar: Any, logits: npt.NDArray[np.single]) -> int:
+        """The most likely token the grammar allows, masking the whole vocabulary."""
+        if self._candidates is None:
+            internals = importlib.import_module("llama_cpp._internals")
+            self._candidates = internals.LlamaTokenDataArray(n_vocab=len(logits))
+        candidates = self._candidates
+        candidates.copy_logits(logits)
+        self.llama_cpp.llama_sampler_apply(grammar, ctypes.byref(candidates.candidates))
+        data = candidates.candidates_data[: candidates.candidates.size]
+        return int(data.id[int(np.argmax(data.logit))])
+
+    def _logprob_entry(self, logits: npt.NDArray[np.single], token: int, k: int) -> dict[str, Any]:
+        """OpenAI's logprobs for one position, from the raw logits (before the grammar masks them)."""
+        peak = float(logits.max())
+        norm = peak + math.log(float(np.exp(logits - peak, dtype=np.float32).sum(dtype=np.float64)))
+        entry = self._token_entry(token, float(logits[token]) - norm)
+        alternatives = []
+        if k:
+            top = np.argpartition(logits, -k)[-k:]
+            top = top[np.argsort(-logits[top], kind="stable")]
+            alternatives = [self._token_entry(int(t), float(logits[t]) - norm) for t in top]
+        return {**entry, "top_logprobs": alternatives}
+
+    def _token_entry(self, token: int, logprob: float) -> dict[str, Any]:
+        data = bytes(self.llama.detokenize([token], special=False))
+        return {"token": data.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(data)}
+
+
+def completion_dict(result: Generation, model: str) -> dict[str, Any]:
+    """An OpenAI chat.completion dict for a finished generation."""
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.text},
+                "logprobs": None if result.logprobs is None else {"content": result.logprobs},
+                "finish_reason": result.finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "total_tokens": result.prompt_tokens + result.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": result.cached_tokens},
+        },
+    }
 
 
 class _LogprobRecorder:
@@ -222,7 +535,7 @@ def get_engine(
         except (ValueError, RuntimeError, OSError) as exc:
             raise ConfigurationError(f"llama.cpp could not load {key[0]}: {exc}") from exc
         load_seconds = time.perf_counter() - started
-        engine = LocalEngine(llama, key[0], n_ctx, load_seconds)
+        engine = LocalEngine(llama, key[0], n_ctx, load_seconds, extra_buffers=not overrides)
         logger.info(
             "loaded local model %s (n_ctx=%d, %d threads%s) in %.2fs",
             key[0],
