@@ -26,6 +26,7 @@ from qa.prompts import PromptSet, load_prompts
 from qa.retrieval import BM25Retriever, Hit, Passage, Retriever
 from qa.settings import Settings
 from qa.store import Store, StoredDocument
+from qa.streaming import Final, Retraction, StreamEvent, TextDelta
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,7 @@ __all__ = [
     "Document",
     "DocumentError",
     "Failure",
+    "Final",
     "Hit",
     "Index",
     "IngestReport",
@@ -59,12 +61,15 @@ __all__ = [
     "QAError",
     "RateLimitError",
     "RequestRejectedError",
+    "Retraction",
     "Retriever",
     "ServerError",
     "Settings",
     "Store",
     "StoreError",
     "StoredDocument",
+    "StreamEvent",
+    "TextDelta",
     "Usage",
     "ask",
     "iter_load",

@@ -36,6 +36,7 @@ class Usage(BaseModel):
     attempts: int = Field(0, description="HTTP attempts made, transport retries included.")
     reasks: int = Field(0, description="Calls made again because the output failed validation.")
     retries: int = Field(0, description="Transport retries (429, 5xx, timeouts, connection errors).")
+    cached_calls: int = Field(0, description="Replies served from the response cache, with no LLM call (not in calls).")
 
     @property
     def total_tokens(self) -> int:

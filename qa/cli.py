@@ -1,12 +1,15 @@
-"""The `qa` command: `qa ask QUESTION PATH...`, `qa index PATH... --db FILE` and `qa eval DATASET_DIR`."""
+"""The `qa` command: `qa ask QUESTION PATH...`, `qa ask --questions FILE PATH...`, `qa index PATH... --db FILE` and
+`qa eval DATASET_DIR`."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from qa.errors import InputError, QAError, StoreError
@@ -60,11 +63,8 @@ def _refresh(index: Index, paths: list[str], args: argparse.Namespace) -> Ingest
 
 def _cached_index(paths: list[str], settings: Settings) -> Index:
     """The index kept in the cache directory for these paths (a damaged one is made again)."""
-    from qa import local  # imports no llama.cpp
-
     encoding = encoding_for_model(None if settings.uses_local_model else settings.model_name).name
-    cache_dir = settings.cache_dir if settings.cache_dir is not None else local.cache_dir()
-    path = cache_path(cache_dir, paths, f"{settings.chunk_tokens}/{settings.chunk_overlap}/{encoding}")
+    path = cache_path(settings.resolved_cache_dir, paths, f"{settings.chunk_tokens}/{settings.chunk_overlap}/{encoding}")
     try:
         return Index.open(path, settings)
     except StoreError as exc:
@@ -106,18 +106,86 @@ def _run_index(args: argparse.Namespace) -> int:
 
 
 def _run_ask(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(**_settings_overrides(args))
+    if args.questions is not None:
+        if args.question is not None:
+            args.paths.insert(0, args.question)  # with --questions, every positional argument is a path
+        questions = _read_questions(args.questions)
+    elif args.question is None:
+        raise InputError("give a question, or --questions FILE")
+    overrides = _settings_overrides(args)
+    if args.no_cache:
+        overrides["cache"] = False
+    settings = Settings.from_env(**overrides)
     with _open_index(args, settings) as index:
-        answer = index.ask(args.question)
-    if args.json:
-        print(answer.model_dump_json())
-        return 0
-    print(answer)
-    if not answer.found:
-        return 0
-    if not answer.verified:
+        if args.questions is not None:
+            return _ask_many(index, questions, args)
+        if not args.json and sys.stdout.isatty():
+            answer = _stream(index, args.question)
+        else:
+            answer = index.ask(args.question)
+            print(answer.model_dump_json() if args.json else answer)
+    if not args.json and answer.found and not answer.verified:
         print("  (some citations the model gave could not be verified and were dropped)")
     return 0
+
+
+def _read_questions(path: str) -> list[str]:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the questions: {exc.strerror or exc}") from exc
+    questions = [line.strip() for line in text.splitlines() if line.strip()]
+    if not questions:
+        raise InputError(f"{path}: no questions (one per line)")
+    return questions
+
+
+def _stream(index: Any, question: str) -> Any:
+    """Print the answer as the model writes it, then its verified citations."""
+    from qa.streaming import Final, Retraction, TextDelta
+
+    shown = ""
+    answer: Any = None
+    for event in index.stream(question):
+        if isinstance(event, TextDelta):
+            shown += event.text
+            print(event.text, end="", flush=True)
+        elif isinstance(event, Retraction):
+            if shown:
+                print(f"\n  (withdrawn: {event.reason})", flush=True)
+            shown = ""
+        elif isinstance(event, Final):
+            answer = event.answer
+    lines = str(answer).splitlines()
+    if shown and answer.found and lines and lines[0] == shown:
+        print()
+        lines = lines[1:]  # the answer is on screen already; add its citations
+    elif shown:
+        print()
+    for line in lines:
+        print(line)
+    return answer
+
+
+def _ask_many(index: Any, questions: list[str], args: argparse.Namespace) -> int:
+    """Answer each question (JSONL with --json); an error is reported in its place and the exit status is 1."""
+    from qa.answer import Answer
+
+    tqdm = importlib.import_module("tqdm").tqdm  # it ships no type information
+
+    with tqdm(total=len(questions), unit="question", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
+        results = index.ask_many(questions, concurrency=args.concurrency, progress=lambda done, total: bar.update(1))
+    failed = 0
+    for question, result in zip(questions, results, strict=True):
+        if isinstance(result, Answer):
+            print(result.model_dump_json() if args.json else f"Q: {question}\n{result}\n")
+            continue
+        failed += 1
+        if args.json:
+            print(json.dumps({"question": question, "error": str(result), "error_type": type(result).__name__}))
+        else:
+            print(f"Q: {question}\nqa: error: {result}\n")
+    return 1 if failed else 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -128,17 +196,22 @@ def _parser() -> argparse.ArgumentParser:
     ask = sub.add_parser(
         "ask", help="answer a question about files (text, Markdown, HTML, PDF, DOCX) or folders, or an index file"
     )
-    ask.add_argument("question", help="the question to answer")
+    ask.add_argument("question", nargs="?", help="the question to answer (none with --questions)")
     ask.add_argument(
         "paths", nargs="*",
         help="files or folders to answer from (indexed once into the cache directory, then refreshed by change)",
     )  # fmt: skip
     ask.add_argument("--db", help="an index file made by `qa index` (PATHs given too are refreshed into it)")
-    ask.add_argument("--no-cache", dest="no_cache", action="store_true", help="index the PATHs in memory only")
-    ask.add_argument("--json", action="store_true", help="print the Answer as JSON")
+    ask.add_argument(
+        "--no-cache", dest="no_cache", action="store_true",
+        help="no caches: index the PATHs in memory only, and ask the model even for a question answered before",
+    )  # fmt: skip
+    ask.add_argument("--json", action="store_true", help="print the Answer as JSON (one line per question)")
     ask.add_argument(
         "--strict", action="store_true", help="fail on the first file that cannot be read (default: skip it, say why)"
     )
+    ask.add_argument("--questions", metavar="FILE", help="answer every line of FILE (- for stdin) as a question")
+    ask.add_argument("--concurrency", type=int, default=4, help="questions in flight at once with --questions")
     ask.add_argument("--model", help="model name (default: $QA_MODEL, or the local model when no server is set)")
     ask.add_argument("--base-url", dest="base_url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     ask.add_argument("--local-model", dest="local_model", help="a GGUF file to run locally ($QA_LOCAL_MODEL)")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import logging
 import time
 import weakref
 from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import openai
@@ -27,9 +29,9 @@ from qa.redact import redact, redact_data
 from qa.settings import Settings
 
 if TYPE_CHECKING:
-    from openai.types.chat import ChatCompletion, ChatCompletionTokenLogprob
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionTokenLogprob
 
-__all__ = ["LLM", "LLMRequest", "LLMResponse", "OpenAILLM", "TokenLogprob"]
+__all__ = ["LLM", "LLMRequest", "LLMResponse", "OpenAILLM", "StreamingLLM", "TokenLogprob"]
 
 logger = logging.getLogger("qa")
 
@@ -67,6 +69,47 @@ class LLMResponse:
     model: str
     finish_reason: str | None = None
     logprobs: tuple[TokenLogprob, ...] | None = None  # when requested and the server returned them
+    cached: bool = False  # served from the response cache: no LLM call was made
+
+
+class _StreamReader:
+    """Accumulates the chunks of one streamed completion into deltas and, at the end, an LLMResponse."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.parts: list[str] = []
+        self.logprobs: list[ChatCompletionTokenLogprob] = []
+        self.finish_reason: str | None = None
+        self.prompt_tokens = self.completion_tokens = 0
+
+    def add(self, chunk: ChatCompletionChunk) -> str:
+        """Take one chunk; returns the text it adds (maybe empty)."""
+        if chunk.model:
+            self.model = chunk.model
+        if chunk.usage is not None:
+            self.prompt_tokens, self.completion_tokens = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
+        if not chunk.choices:
+            return ""
+        choice = chunk.choices[0]
+        if choice.finish_reason is not None:
+            self.finish_reason = choice.finish_reason
+        if choice.logprobs is not None and choice.logprobs.content:
+            self.logprobs.extend(choice.logprobs.content)
+        text = choice.delta.content or ""
+        if text:
+            self.parts.append(text)
+        return text
+
+    def response(self, attempts: int) -> LLMResponse:
+        return LLMResponse(
+            content="".join(self.parts),
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            attempts=attempts,
+            model=self.model,
+            finish_reason=self.finish_reason,
+            logprobs=_token_logprobs(self.logprobs or None),
+        )
 
 
 class LLM(Protocol):
@@ -83,6 +126,18 @@ class LLM(Protocol):
 
     async def acomplete(self, request: LLMRequest) -> LLMResponse:
         """Answer `request` without blocking the event loop."""
+        ...
+
+
+class StreamingLLM(LLM, Protocol):
+    """An LLM that can also stream: yields the reply's text as it is written, then the whole LLMResponse."""
+
+    def stream(self, request: LLMRequest) -> Iterator[str | LLMResponse]:
+        """Text deltas of the reply, then its LLMResponse (last)."""
+        ...
+
+    def astream(self, request: LLMRequest) -> AsyncIterator[str | LLMResponse]:
+        """Async `stream`."""
         ...
 
 
@@ -402,3 +457,70 @@ class OpenAILLM:
                 return self._response(completion, attempts)
             except (openai.OpenAIError, json.JSONDecodeError) as exc:
                 self._downgrade_or_raise(mode, exc, attempts, kwargs)
+
+    # --- streaming: the same request, read as server-sent events ----------------------------
+
+    def stream(self, request: LLMRequest) -> Iterator[str | LLMResponse]:
+        """Send `request` with stream=true: yields text deltas as they arrive, then the LLMResponse.
+
+        Transient failures and rejected formats are handled as in `complete` until the stream opens; a stream
+        cut off later raises (its text so far has been yielded).
+        """
+        client = self._sync()
+        while True:
+            mode = self._mode
+            kwargs = {**self._kwargs(request, mode), "stream": True, "stream_options": {"include_usage": True}}
+            attempts = 0
+            try:
+                for attempt in Retrying(**self._retry_kwargs()):
+                    with attempt:
+                        attempts += 1
+                        chunks = client.chat.completions.create(**kwargs)
+                break
+            except (openai.OpenAIError, json.JSONDecodeError) as exc:
+                self._downgrade_or_raise(mode, exc, attempts, kwargs)
+        reader = _StreamReader(self.model)
+        try:
+            with chunks:
+                for chunk in chunks:
+                    if text := reader.add(chunk):
+                        yield text
+        except (openai.OpenAIError, json.JSONDecodeError) as exc:
+            raise _translate(exc, attempts) from exc
+        yield self._response_logged(reader.response(attempts))
+
+    async def astream(self, request: LLMRequest) -> AsyncIterator[str | LLMResponse]:
+        """Async `stream`."""
+        async with contextlib.AsyncExitStack() as stack:
+            client = self._async_client
+            if client is None:
+                client = await stack.enter_async_context(self._new_async())
+            while True:
+                mode = self._mode
+                kwargs = {**self._kwargs(request, mode), "stream": True, "stream_options": {"include_usage": True}}
+                attempts = 0
+                try:
+                    async for attempt in AsyncRetrying(**self._retry_kwargs()):
+                        with attempt:
+                            attempts += 1
+                            chunks = await client.chat.completions.create(**kwargs)
+                    break
+                except (openai.OpenAIError, json.JSONDecodeError) as exc:
+                    self._downgrade_or_raise(mode, exc, attempts, kwargs)
+            reader = _StreamReader(self.model)
+            try:
+                async with chunks:
+                    async for chunk in chunks:
+                        if text := reader.add(chunk):
+                            yield text
+            except (openai.OpenAIError, json.JSONDecodeError) as exc:
+                raise _translate(exc, attempts) from exc
+            yield self._response_logged(reader.response(attempts))
+
+    def _response_logged(self, result: LLMResponse) -> LLMResponse:
+        logger.debug(
+            "LLM streamed reply: %d prompt + %d completion tokens, %d attempt(s), finish=%s",
+            result.prompt_tokens, result.completion_tokens, result.attempts, result.finish_reason,
+        )  # fmt: skip
+        logger.debug("LLM reply content: %s", result.content)
+        return result

@@ -6,7 +6,7 @@ import bisect
 import json
 import logging
 import re
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
@@ -25,10 +25,11 @@ from qa.answer import (
     unquoted_numbers,
     verify_quotes,
 )
+from qa.cache import CachingLLM, ResponseCache
 from qa.chunking import Chunk, chunk_documents
 from qa.documents import Document
 from qa.evidence import focus
-from qa.errors import AnswerValidationError, InputError, StoreError
+from qa.errors import AnswerValidationError, InputError, QAError, StoreError
 from qa.ingest import IngestReport, Progress, ingest
 from qa.llm import LLM, LLMRequest, LLMResponse, OpenAILLM
 from qa.loaders import load
@@ -38,6 +39,8 @@ from qa.settings import Settings
 from qa.store import Entry, Store, StoredDocument, StoreStats, documents_of
 from qa.store.memory import MemoryStore
 from qa.store.sqlite import SQLiteStore
+from qa.streaming import Progress as AskProgress
+from qa.streaming import StreamEvent, arun_many, astream_flow, run_many, stream_flow
 from qa.tokens import encoding_for_model, get_encoding
 
 __all__ = ["Index", "ask"]
@@ -90,6 +93,18 @@ def _validate_reply(schema_model: type[BaseModel], content: str, context: dict[s
         except ValueError:
             raise exc from None
         return schema_model.model_validate(data, context=context)
+
+
+def _count(usage: Usage, reply: LLMResponse) -> None:
+    """Add one reply's cost to `usage` (a reply from the response cache cost no call)."""
+    if reply.cached:
+        usage.cached_calls += 1
+        return
+    usage.calls += 1
+    usage.attempts += reply.attempts
+    usage.retries += reply.attempts - 1
+    usage.prompt_tokens += reply.prompt_tokens
+    usage.completion_tokens += reply.completion_tokens
 
 
 def _format_errors(exc: PydanticValidationError) -> list[str]:
@@ -168,6 +183,13 @@ class Index:
         self._retriever = retriever
         self._own_llm = llm is None
         self._llm = llm
+        self._responses: ResponseCache | None = None
+        if self._own_llm and self.settings.cache:
+            self._responses = ResponseCache(
+                self.settings.resolved_cache_dir / "responses.sqlite3",
+                max_bytes=int(self.settings.cache_max_mb * 2**20),
+            )
+        self._caching: CachingLLM | None = None
         self.decline_threshold = _decline_threshold(self.settings)
         if documents:
             self.store.add(
@@ -280,11 +302,13 @@ class Index:
             self._changed()
 
     def close(self) -> None:
-        """Release the HTTP client the index created for its model, and the store it opened."""
+        """Release the HTTP client the index created for its model, the store it opened and the response cache."""
         if self._own_llm and isinstance(self._llm, OpenAILLM):
             self._llm.close()
         if self._own_store:
             self.store.close()
+        if self._responses is not None:
+            self._responses.close()
 
     def __enter__(self) -> Index:
         return self
@@ -399,11 +423,7 @@ class Index:
         errors: list[str] = []
         for attempt in range(1, s.max_attempts + 1):
             reply = yield request
-            usage.calls += 1
-            usage.attempts += reply.attempts
-            usage.retries += reply.attempts - 1
-            usage.prompt_tokens += reply.prompt_tokens
-            usage.completion_tokens += reply.completion_tokens
+            _count(usage, reply)
             model_name = reply.model or model_name
             content = reply.content
             try:
@@ -484,6 +504,14 @@ class Index:
             decline_probability=declining,
         )
 
+    def _caller(self) -> LLM:
+        """The model, behind the response cache when the index keeps one."""
+        if self._responses is None:
+            return self.llm
+        if self._caching is None or self._caching.llm is not self.llm:
+            self._caching = CachingLLM(self.llm, self._responses, self.settings)
+        return self._caching
+
     # --- public shells ------------------------------------------------------------------------
 
     @overload
@@ -492,11 +520,11 @@ class Index:
     def ask(self, question: str, *, output: type[OutputT]) -> Answer[OutputT]: ...
     def ask(self, question: str, *, output: type[Any] = str) -> Answer[Any]:
         """Answer `question` from the documents, with verified citations."""
-        flow = self._flow(question, output)
+        flow, llm = self._flow(question, output), self._caller()
         try:
             request = next(flow)
             while True:
-                request = flow.send(self.llm.complete(request))
+                request = flow.send(llm.complete(request))
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
 
@@ -506,13 +534,46 @@ class Index:
     async def aask(self, question: str, *, output: type[OutputT]) -> Answer[OutputT]: ...
     async def aask(self, question: str, *, output: type[Any] = str) -> Answer[Any]:
         """Async `ask`."""
-        flow = self._flow(question, output)
+        flow, llm = self._flow(question, output), self._caller()
         try:
             request = next(flow)
             while True:
-                request = flow.send(await self.llm.acomplete(request))
+                request = flow.send(await llm.acomplete(request))
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+
+
+    def ask_many(
+        self,
+        questions: Iterable[str],
+        *,
+        concurrency: int = 4,
+        output: type[Any] = str,
+        progress: AskProgress | None = None,
+    ) -> list[Answer[Any] | QAError]:
+        """Answer many questions, up to `concurrency` at once: results in input order, and a QAError in place of
+        each question that failed (the others still answered). `progress(done, total)` is called after each."""
+        return run_many(lambda q: self.ask(q, output=output), list(questions), concurrency, progress)
+
+    async def aask_many(
+        self,
+        questions: Iterable[str],
+        *,
+        concurrency: int = 4,
+        output: type[Any] = str,
+        progress: AskProgress | None = None,
+    ) -> list[Answer[Any] | QAError]:
+        """Async `ask_many`."""
+        return await arun_many(lambda q: self.aask(q, output=output), list(questions), concurrency, progress)
+
+    def stream(self, question: str, *, output: type[Any] = str) -> Iterator[StreamEvent]:
+        """Answer `question`, yielding the answer text as the model writes it (`TextDelta`), a `Retraction` when
+        that text is withdrawn, and last the verified Answer (`Final`); no citation is shown before it is verified."""
+        return stream_flow(self._flow(question, output), self._caller())
+
+    def astream(self, question: str, *, output: type[Any] = str) -> AsyncIterator[StreamEvent]:
+        """Async `stream`."""
+        return astream_flow(self._flow(question, output), self._caller())
 
 
 def ask(

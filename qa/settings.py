@@ -44,6 +44,7 @@ _ENV: dict[str, str] = {
     "decline_threshold": "QA_DECLINE_THRESHOLD",
     "pdf_password": "QA_PDF_PASSWORD",
     "local_amx": "QA_LOCAL_AMX",
+    "cache": "QA_CACHE",
 }
 
 
@@ -179,6 +180,16 @@ class Settings(BaseModel):
         description="Withhold an answer (found=False) when none of its citations could be verified, or when it "
         "states a number (digits) that no verified citation states.",
     )
+
+    # --- response cache ---------------------------------------------------------------------
+    cache: bool = Field(
+        True,
+        description="Keep LLM replies in an SQLite file in the cache directory (responses.sqlite3), so an identical "
+        "request (same question, passages, model and settings) makes no LLM call; a cached reply is verified "
+        "against the current passages like a fresh one. Applies to the model qa creates, not an injected llm= "
+        "(env QA_CACHE, 0/off to skip).",
+    )
+    cache_max_mb: float = Field(64.0, gt=0, description="Size bound of the response cache; least recently used go first.")
 
     # --- transport ----------------------------------------------------------------------
     timeout: float = Field(60.0, gt=0, description="Seconds before one HTTP request times out.")

@@ -319,7 +319,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._answer(Reply("") if item.then is None else item.then, request)
         elif isinstance(item, Reply):
-            self._send_json(200, self._completion(item, request))
+            if request.get("stream"):
+                self._send_stream(item, request)
+            else:
+                self._send_json(200, self._completion(item, request))
         elif isinstance(item, ErrorReply):
             if item.body is None:
                 body: Any = _error_body(item.status, item.message)
@@ -365,6 +368,39 @@ class _Handler(BaseHTTPRequestHandler):
             },
             "system_fingerprint": None,
         }
+
+    def _send_stream(self, reply: Reply, request: dict[str, Any]) -> None:
+        """Send ``reply`` as server-sent ``chat.completion.chunk`` events, a few characters each, as OpenAI streams."""
+        whole = self._completion(reply, request)
+        base = {key: whole[key] for key in ("id", "created", "model", "system_fingerprint")}
+        base["object"] = "chat.completion.chunk"
+        text = reply.content
+        step = max(1, self.owner.stream_chunk_chars)
+        pieces = [text[i : i + step] for i in range(0, len(text), step)] or [""]
+        events = [
+            {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": pieces[0]} if i == 0
+                                  else {"content": piece}, "logprobs": None, "finish_reason": None}]}
+            for i, piece in enumerate(pieces)
+        ]  # fmt: skip
+        choice = whole["choices"][0]
+        events.append({**base, "choices": [{"index": 0, "delta": {}, "logprobs": choice["logprobs"],
+                                            "finish_reason": choice["finish_reason"]}]})  # fmt: skip
+        if (request.get("stream_options") or {}).get("include_usage"):
+            events.append({**base, "choices": [], "usage": whole["usage"]})
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("x-request-id", f"req_qa{next(self.owner._ids)}")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for event in events:
+                self.wfile.write(b"data: " + json.dumps(event).encode("utf-8") + b"\n\n")
+                self.wfile.flush()
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except OSError:
+            pass
+        self.close_connection = True
 
     # ------------------------------------------------------------ low level I/O
 
@@ -441,6 +477,8 @@ class OpenAIServer:
         """The headers of each request in `requests` (same index), keys lower-cased."""
         self.problems: list[str] = []
         """Server-side problems seen (script ran out, non-JSON body, unknown path...), in order."""
+        self.stream_chunk_chars = 4
+        """Characters of reply text per server-sent event when a request asks for stream=true."""
         self._lock = threading.Lock()
         self._script: deque[Scripted] = deque()
         self._ids = itertools.count(1)

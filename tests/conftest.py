@@ -24,6 +24,12 @@ def seed_doc(seed_text: str) -> qa.Document:
     return qa.Document(text=seed_text, id="nk_soldiers_kursk.txt")
 
 
+@pytest.fixture(autouse=True)
+def _no_response_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings.from_env() (the CLI, qa.ask) keeps no response cache in tests: every test reaches its model."""
+    monkeypatch.setenv("QA_CACHE", "0")
+
+
 @pytest.fixture
 def server() -> Iterator[OpenAIServer]:
     with OpenAIServer() as srv:
@@ -33,6 +39,7 @@ def server() -> Iterator[OpenAIServer]:
 @pytest.fixture
 def settings(server: OpenAIServer) -> qa.Settings:
     return qa.Settings(
+        cache=False,
         base_url=server.base_url,
         api_key="sk-test",
         model="gpt-4o-mini",

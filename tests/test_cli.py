@@ -15,8 +15,11 @@ from .conftest import SEED
 from .test_pipeline import GOOD, Q4000
 
 
-def run_cli(args: list[str], server: OpenAIServer | None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], server: OpenAIServer | None, cache_dir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "QA_"))}
+    env |= {"QA_CACHE_DIR": str(cache_dir)} if cache_dir is not None else {"QA_CACHE": "0"}
     if server is not None:
         env |= {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test", "QA_MODEL": "gpt-4o-mini"}
     return subprocess.run(
@@ -66,3 +69,28 @@ def test_fake_llm_records_requests(seed_doc: qa.Document) -> None:
     answer = qa.Index([seed_doc], qa.Settings(api_key="unused"), llm=llm).ask("How many casualties?")
     assert answer.found and answer.usage.prompt_tokens == 3 and answer.model == "fake-model"
     assert llm.requests[0].messages[-1]["content"].endswith("Question: How many casualties?\n")
+
+
+def test_ask_questions_file_writes_jsonl_in_order(server: OpenAIServer, tmp_path: Path) -> None:
+    questions = tmp_path / "questions.txt"
+    questions.write_text("How many casualties?\n\nWho captured the soldiers?\n", encoding="utf-8")
+    server.reply_json(GOOD)
+    server.error(400, "refused")
+    done = run_cli(["ask", "--questions", str(questions), str(SEED), "--json", "--concurrency", "1"], server)
+    assert done.returncode == 1, done.stderr  # one question failed
+    first, second = (json.loads(line) for line in done.stdout.splitlines())
+    assert first["question"] == "How many casualties?" and first["found"]
+    assert second == {"question": "Who captured the soldiers?", "error": second["error"], "error_type": "RequestRejectedError"}
+    assert "HTTP 400" in second["error"]
+
+
+def test_repeated_ask_is_answered_from_the_cache(server: OpenAIServer, tmp_path: Path) -> None:
+    server.reply_json(GOOD)
+    first = run_cli(["ask", "How many casualties?", str(SEED), "--json"], server, cache_dir=tmp_path)
+    again = run_cli(["ask", "How many casualties?", str(SEED), "--json"], server, cache_dir=tmp_path)
+    assert first.returncode == 0 and again.returncode == 0, again.stderr
+    assert len(server.requests) == 1
+    assert json.loads(again.stdout)["usage"]["cached_calls"] == 1
+    assert json.loads(again.stdout)["citations"] == json.loads(first.stdout)["citations"]
+    fresh = run_cli(["ask", "How many casualties?", str(SEED), "--json", "--no-cache"], server, cache_dir=tmp_path)
+    assert fresh.returncode == 1 and "ran out" in fresh.stderr  # --no-cache asked the server, whose script is done

@@ -40,7 +40,8 @@ def test_cited_answer_on_seed_article(server: OpenAIServer, settings: qa.Setting
     assert quotes == [Q4000, Q1200]
     check_citations(answer, seed_doc)
     assert answer.usage.model_dump() == {
-        "prompt_tokens": 700, "completion_tokens": 60, "calls": 1, "attempts": 1, "reasks": 0, "retries": 0
+        "prompt_tokens": 700, "completion_tokens": 60, "calls": 1, "attempts": 1, "reasks": 0, "retries": 0,
+        "cached_calls": 0,
     }  # fmt: skip
     assert answer.model == "gpt-4o-mini"
     # The whole article fits, so it is sent whole as passage [1], with a JSON schema response_format.

@@ -165,7 +165,8 @@ def test_usage_summed_across_retries_and_reasks(
     server.reply_json(reply([(1, Q4000)], "4,000"), prompt_tokens=120, completion_tokens=12)
     answer = qa.Index([seed_doc], settings).ask("How many casualties?")
     assert answer.usage.model_dump() == {
-        "prompt_tokens": 220, "completion_tokens": 22, "calls": 2, "attempts": 4, "reasks": 1, "retries": 2
+        "prompt_tokens": 220, "completion_tokens": 22, "calls": 2, "attempts": 4, "reasks": 1, "retries": 2,
+        "cached_calls": 0,
     }  # fmt: skip
 
 
