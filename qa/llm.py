@@ -486,7 +486,8 @@ class OpenAILLM:
                     if text := reader.add(chunk):
                         yield text
         except (openai.OpenAIError, json.JSONDecodeError) as exc:
-            raise _translate(exc, attempts) from exc
+            cause = exc if isinstance(exc, openai.APIConnectionError) else None  # as in _downgrade_or_raise
+            raise _translate(exc, attempts, self._secrets) from cause
         yield self._response_logged(reader.response(attempts))
 
     async def astream(self, request: LLMRequest) -> AsyncIterator[str | LLMResponse]:
@@ -514,7 +515,8 @@ class OpenAILLM:
                         if text := reader.add(chunk):
                             yield text
             except (openai.OpenAIError, json.JSONDecodeError) as exc:
-                raise _translate(exc, attempts) from exc
+                cause = exc if isinstance(exc, openai.APIConnectionError) else None
+                raise _translate(exc, attempts, self._secrets) from cause
             yield self._response_logged(reader.response(attempts))
 
     def _response_logged(self, result: LLMResponse) -> LLMResponse:
