@@ -39,7 +39,7 @@ def _example_request(threads: int) -> tuple[Any, dict[str, Any]]:
     with qa.Index.from_paths([EXAMPLES], settings) as index:
         request = next(index._flow(QUESTION, str))
         kwargs = OpenAILLM(settings, index.prompts)._kwargs(request, "json_schema")
-    return get_engine(n_threads=threads), kwargs
+    return get_engine(n_threads=threads, state_cache_bytes=0), kwargs
 
 
 def _raw(engine: Any, prompt_tokens: list[int], n_gen: int) -> tuple[float, float]:
@@ -151,13 +151,13 @@ def _timed_cli(python: str, env: dict[str, str], args: list[str]) -> tuple[float
     return wall, rss, done.stdout
 
 
-def _first_text_seconds(python: str, env: dict[str, str]) -> float:
+def _first_text_seconds(python: str, env: dict[str, str], question: str = QUESTION, cache: bool = False) -> float:
     """From process start to the first streamed answer text, in a fresh process."""
     code = (
         "import time, sys; t0 = time.time()\n"
         "import qa\n"
-        f"index = qa.Index.from_paths([{str(EXAMPLES)!r}], qa.Settings.from_env(cache=False))\n"
-        f"for event in index.stream({QUESTION!r}):\n"
+        f"index = qa.Index.from_paths([{str(EXAMPLES)!r}], qa.Settings.from_env(cache={cache!r}))\n"
+        f"for event in index.stream({question!r}):\n"
         "    if isinstance(event, qa.TextDelta):\n"
         "        print('FIRST', time.time() - t0); sys.stdout.flush(); break\n"
     )
@@ -178,39 +178,59 @@ def _baseline_tree(rev: str) -> Path:
 def run_ask(args: argparse.Namespace) -> dict[str, Any]:
     python = sys.executable
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "QA_"))}
-    env["QA_CACHE_DIR"] = str(Path(tempfile.mkdtemp(prefix="qa-speed-cache-")))
-    env["QA_LOCAL_MODEL"] = os.environ.get("QA_LOCAL_MODEL", "")
-    if not env["QA_LOCAL_MODEL"]:
-        del env["QA_LOCAL_MODEL"]
     from qa.local import default_model_path
 
     model = default_model_path()  # joined and checked once, outside the timings
     env["QA_LOCAL_MODEL"] = str(model)
+
+    def fresh() -> dict[str, str]:
+        """The environment with an empty cache directory of its own."""
+        return {**env, "QA_CACHE_DIR": tempfile.mkdtemp(prefix="qa-speed-cache-")}
+
+    cold_env = fresh()
     result: dict[str, Any] = {"load_average_before": os.getloadavg()}
-    cli = ["ask", QUESTION, str(EXAMPLES), "--no-cache"]
-    ours = [_timed_cli(python, env, cli) for _ in range(args.repeat)]
-    result["qa_ask_seconds"] = [round(w, 2) for w, _, _ in ours]
-    result["qa_ask_peak_rss_mib"] = max(r for _, r, _ in ours) / 1024
-    result["qa_ask_output"] = ours[0][2].strip()
+    # 1. `qa ask` with nothing cached (--no-cache: no index file, no reply cache, no KV states on disk)
+    ours = [_timed_cli(python, cold_env, ["ask", QUESTION, str(EXAMPLES), "--no-cache"]) for _ in range(args.repeat)]
+    result["cold_ask_seconds"] = [round(w, 2) for w, _, _ in ours]
+    result["cold_ask_peak_rss_mib"] = round(max(r for _, r, _ in ours) / 1024)
+    result["cold_ask_output"] = ours[0][2].strip()
     if args.baseline:
         tree = _baseline_tree(args.baseline)
-        base_env = {**env, "PYTHONPATH": str(tree)}
-        base_cli = ["ask", QUESTION, str(EXAMPLES)]
-        theirs = [_timed_cli(python, base_env, base_cli) for _ in range(args.repeat)]
+        base_env = {**fresh(), "PYTHONPATH": str(tree)}
+        theirs = [_timed_cli(python, base_env, ["ask", QUESTION, str(EXAMPLES)]) for _ in range(args.repeat)]
         result["baseline"] = args.baseline
         result["baseline_ask_seconds"] = [round(w, 2) for w, _, _ in theirs]
-        result["baseline_peak_rss_mib"] = max(r for _, r, _ in theirs) / 1024
-        result["ask_ratio"] = statistics.median(result["qa_ask_seconds"]) / statistics.median(
+        result["baseline_peak_rss_mib"] = round(max(r for _, r, _ in theirs) / 1024)
+        result["baseline_output"] = theirs[0][2].strip()
+        result["cold_ratio"] = statistics.median(result["cold_ask_seconds"]) / statistics.median(
             result["baseline_ask_seconds"]
         )
-    result["first_text_seconds"] = [round(_first_text_seconds(python, env), 2) for _ in range(args.repeat)]
+    # 2. as a user asks about one report from the shell: the first question fills the caches, later ones differ
+    warm_env = fresh()
+    result["warm_first_seconds"] = round(_timed_cli(python, warm_env, ["ask", QUESTION, str(EXAMPLES)])[0], 2)
+    later = [_timed_cli(python, warm_env, ["ask", q, str(EXAMPLES)]) for q in FOLLOW_UPS[: args.repeat]]
+    result["later_question_seconds"] = [round(w, 2) for w, _, _ in later]
+    result["later_question_peak_rss_mib"] = round(max(r for _, r, _ in later) / 1024)
+    repeat = _timed_cli(python, warm_env, ["ask", QUESTION, str(EXAMPLES), "--json"])
+    result["repeat_process_seconds"] = round(repeat[0], 2)
+    result["repeat_process_calls"] = json.loads(repeat[2])["usage"]["calls"]
+    if args.baseline:
+        result["later_ratio"] = statistics.median(result["later_question_seconds"]) / statistics.median(
+            result["baseline_ask_seconds"]
+        )
+    # 3. time to the first streamed text, from process start: nothing cached, and a later question
+    result["first_text_cold_seconds"] = [round(_first_text_seconds(python, cold_env), 2) for _ in range(args.repeat)]
+    result["first_text_later_seconds"] = [
+        round(_first_text_seconds(python, warm_env, q, cache=True), 2) for q in FOLLOW_UPS[args.repeat : 2 * args.repeat]
+    ]
 
-    # In this process: a first question, a different follow-up, the identical question again (cache), ask_many.
+    # 4. in this process: a first question, a different follow-up, the identical question again (reply cache)
     import qa
     from qa.local import get_engine
 
-    get_engine(model)
-    settings = qa.Settings.from_env(env={k: v for k, v in env.items()})
+    in_process_env = fresh()
+    get_engine(model, state_cache_bytes=0)  # loaded outside the timings; no KV states from disk
+    settings = qa.Settings.from_env(env=in_process_env)
     with qa.Index.from_paths([EXAMPLES], settings) as index:
         started = time.perf_counter()
         index.ask(QUESTION)
@@ -219,13 +239,14 @@ def run_ask(args: argparse.Namespace) -> dict[str, Any]:
         index.ask(FOLLOW_UPS[0])
         follow_up = time.perf_counter() - started
         started = time.perf_counter()
-        repeat = index.ask(QUESTION)
+        again = index.ask(QUESTION)
         cached = time.perf_counter() - started
-    result["first_question_seconds"] = round(first, 2)
-    result["follow_up_seconds"] = round(follow_up, 2)
+    result["in_process_first_seconds"] = round(first, 2)
+    result["in_process_follow_up_seconds"] = round(follow_up, 2)
     result["follow_up_ratio"] = follow_up / first
     result["cached_repeat_seconds"] = round(cached, 3)
-    result["cached_repeat_calls"] = repeat.usage.calls
+    result["cached_repeat_calls"] = again.usage.calls
+    # 5. ask_many of N questions in one process vs N separate `qa ask` runs (--no-cache, as before this work)
     if args.many:
         questions = [QUESTION, *FOLLOW_UPS][: args.many]
         cold = settings.model_copy(update={"cache": False})
@@ -238,9 +259,10 @@ def run_ask(args: argparse.Namespace) -> dict[str, Any]:
         result["ask_many_seconds"] = round(many, 1)
         result["ask_many_failed"] = sum(not isinstance(a, qa.Answer) for a in answers)
         separate = [
-            _timed_cli(python, env, ["ask", q, str(EXAMPLES), "--no-cache"])[0] for q in questions[: args.separate]
+            _timed_cli(python, cold_env, ["ask", q, str(EXAMPLES), "--no-cache"])[0]
+            for q in questions[: args.separate]
         ]
-        result["separate_runs_measured"] = len(separate)
+        result["separate_runs_measured"] = [round(w, 2) for w in separate]
         result["separate_runs_seconds_estimate"] = round(statistics.mean(separate) * len(questions), 1)
         result["ask_many_ratio"] = many / result["separate_runs_seconds_estimate"]
     result["load_average_after"] = os.getloadavg()

@@ -42,7 +42,7 @@ CREATE INDEX IF NOT EXISTS responses_used ON responses (used);
 _NOT_IN_KEY = frozenset(
     {
         "api_key", "timeout", "max_retries", "retry_initial_wait", "retry_max_wait", "retry_total_seconds",
-        "cache", "cache_max_mb", "cache_dir", "local_threads", "local_amx", "pdf_password",
+        "cache", "cache_max_mb", "cache_dir", "local_threads", "local_amx", "pdf_password", "local_kv_cache_mb",
     }
 )  # fmt: skip
 

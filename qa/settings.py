@@ -189,6 +189,13 @@ class Settings(BaseModel):
         "against the current passages like a fresh one. Applies to the model qa creates, not an injected llm= "
         "(env QA_CACHE, 0/off to skip).",
     )
+    local_kv_cache_mb: float = Field(
+        256.0,
+        ge=0,
+        description="Disk kept (in the cache directory's kv/) for the local model's KV states after each call, when "
+        "cache is on: a later process asking about the same documents restores the state of the prompt prefix it "
+        "shares (system prompt, passages) instead of evaluating it again. 0: off. Fixed when the model is loaded.",
+    )
     cache_max_mb: float = Field(64.0, gt=0, description="Size bound of the response cache; least recently used go first.")
 
     # --- transport ----------------------------------------------------------------------

@@ -24,10 +24,13 @@ def seed_doc(seed_text: str) -> qa.Document:
     return qa.Document(text=seed_text, id="nk_soldiers_kursk.txt")
 
 
-@pytest.fixture(autouse=True)
-def _no_response_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings.from_env() (the CLI, qa.ask) keeps no response cache in tests: every test reaches its model."""
-    monkeypatch.setenv("QA_CACHE", "0")
+@pytest.fixture(autouse=True, scope="session")
+def _no_response_cache() -> Iterator[None]:
+    """Settings.from_env() (the CLI, qa.ask, the local engine's defaults) keeps no response cache and no KV states
+    on disk in tests: every test reaches its model. Session-wide, so module fixtures that load the model see it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QA_CACHE", "0")
+        yield
 
 
 @pytest.fixture

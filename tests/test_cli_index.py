@@ -65,7 +65,7 @@ def test_ask_answers_from_an_index_file(server: OpenAIServer, folder: Path, tmp_
     assert done.returncode == 0, done.stderr
     answer = qa.Answer[str].model_validate_json(done.stdout)
     assert answer.found and Q4000 in answer.citations[0].quote
-    assert not (tmp_path / "cache").exists()  # an index file given: nothing cached
+    assert not (tmp_path / "cache" / "indexes").exists()  # an index file given: no index cached
 
 
 def test_ask_about_paths_reuses_its_cached_index(server: OpenAIServer, folder: Path, tmp_path: Path) -> None:

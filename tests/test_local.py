@@ -267,6 +267,35 @@ def test_follow_up_reuses_the_prompt_prefix(model_path: Path) -> None:
     engine.prefix_cache_bytes = local.engine._PREFIX_CACHE_BYTES
 
 
+def test_kv_states_on_disk_serve_a_later_process(model_path: Path, tmp_path: Path) -> None:
+    """A state saved on disk after one call lets a fresh KV cache (as in a new process) skip the shared prefix."""
+    from qa.local.engine import _DiskStates
+
+    engine = get_engine(model_path)
+    context = "Passages:\n" + " ".join(f"Line {i}: the lake Baikal is {i} m deep." for i in range(30))
+    a = [MESSAGES[0], {"role": "user", "content": context + "\n\nQuestion: How deep is lake Baikal?"}]
+    b = [MESSAGES[0], {"role": "user", "content": context + "\n\nQuestion: Which lake is it?"}]
+    saved, engine.disk_states = engine.disk_states, _DiskStates(tmp_path / "kv", 64 * 2**20)
+    try:
+        _cold(engine)
+        engine.chat_completion(_grammar_params(a, 8))
+        assert len(list((tmp_path / "kv").glob("*.state"))) == 1
+        _cold(engine)  # nothing live, nothing in memory: only the disk remains
+        again = engine.chat_completion(_grammar_params(b, 8))
+        assert again["usage"]["prompt_tokens"] - again["usage"]["prompt_tokens_details"]["cached_tokens"] < 20
+        _cold(engine)
+        engine.disk_states = None
+        cold = engine.chat_completion(_grammar_params(b, 8))
+        assert cold["choices"][0]["message"]["content"] == again["choices"][0]["message"]["content"]
+        kept = sorted((tmp_path / "kv").glob("*.state"))
+        engine.disk_states = _DiskStates(tmp_path / "kv", 1)  # bounded: a state larger than the bound is not kept
+        engine.chat_completion(_grammar_params([MESSAGES[0], {"role": "user", "content": "Hello?"}], 4))
+        assert sorted((tmp_path / "kv").glob("*.state")) == kept
+    finally:
+        engine.disk_states = saved
+        _cold(engine)
+
+
 def test_local_transports_stream_what_they_answer(clients: tuple[openai.OpenAI, openai.AsyncOpenAI]) -> None:
     sync_client, async_client = clients
     kwargs: Any = {
@@ -738,7 +767,7 @@ def _check_seed_answer(answer: qa.Answer[Any]) -> None:
 
 @pytest.mark.local
 def test_in_process_default_answers_the_seed_question(model_path: Path) -> None:
-    settings = qa.Settings.from_env({})  # nothing configured: the embedded model
+    settings = qa.Settings.from_env({"QA_CACHE": "0"})  # nothing configured: the embedded model (no reply cache)
     assert settings.uses_local_model
     index = qa.Index.from_paths(SEED, settings)
     # the bundled model's calibrated threshold applies, read from the logits of the answer it wrote
@@ -750,7 +779,9 @@ def test_in_process_default_answers_the_seed_question(model_path: Path) -> None:
 
 @pytest.mark.local
 def test_llama_cpp_server_through_openai_base_url(server_url: str) -> None:
-    settings = qa.Settings.from_env({"OPENAI_BASE_URL": server_url, "OPENAI_API_KEY": "local"})
+    settings = qa.Settings.from_env(
+        {"OPENAI_BASE_URL": server_url, "OPENAI_API_KEY": "local", "QA_CACHE": "0"}, timeout=300
+    )  # a busy machine is slow
     index = qa.Index.from_paths(SEED, settings)
     answer = index.ask("How many casualties?")
     _check_seed_answer(answer)
@@ -763,8 +794,8 @@ def test_llama_cpp_server_through_openai_base_url(server_url: str) -> None:
 def test_llama_cpp_server_logprobs_give_the_decline_probability(server_url: str) -> None:
     # llama_cpp.server (logits_all on by default) returns logprobs itself: with a threshold set, the same model
     # over HTTP gives a decline probability like the in-process engine's for the seed question (~0.001).
-    env = {"OPENAI_BASE_URL": server_url, "OPENAI_API_KEY": "local", "QA_DECLINE_THRESHOLD": "0.5"}
-    index = qa.Index.from_paths(SEED, qa.Settings.from_env(env))
+    env = {"OPENAI_BASE_URL": server_url, "OPENAI_API_KEY": "local", "QA_DECLINE_THRESHOLD": "0.5", "QA_CACHE": "0"}
+    index = qa.Index.from_paths(SEED, qa.Settings.from_env(env, timeout=300))  # a busy machine is slow
     answer = index.ask("How many casualties?")
     _check_seed_answer(answer)
     assert answer.decline_probability is not None and 0.0 < answer.decline_probability < 0.05

@@ -358,6 +358,7 @@ def _engine_for(settings: Settings) -> LocalEngine:
         n_threads=settings.local_threads,
         cache=settings.resolved_cache_dir,
         amx=settings.local_amx,
+        state_cache_bytes=int(settings.local_kv_cache_mb * 2**20) if settings.cache else 0,
     )
 
 

@@ -6,10 +6,12 @@ import atexit
 import codecs
 import contextlib
 import ctypes
+import hashlib
 import importlib
 import logging
 import math
 import os
+import tempfile
 import threading
 import time
 import uuid
@@ -111,6 +113,88 @@ def _common_prefix(a: npt.NDArray[np.intc], b: npt.NDArray[np.intc]) -> int:
     return int(differ[0]) if len(differ) else n
 
 
+class _DiskStates:
+    """KV states kept as files under `directory` (tokens + state), shared by processes, bounded to `max_bytes`.
+
+    A later `qa ask` about the same documents finds the state of the prompt it shares most tokens with (the system
+    prompt and the passages come first) and evaluates only the rest. Files are written atomically; the least
+    recently used go first; a file that cannot be read or restored is a miss.
+    """
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+
+    def best(self, tokens: npt.NDArray[np.intc], better_than: int) -> tuple[npt.NDArray[np.intc], bytes] | None:
+        """The saved tokens and state sharing the most tokens with `tokens`, if more than `better_than`."""
+        best_n, best_path, best_tokens = better_than, None, None
+        try:
+            names = list(self.directory.glob("*.tokens"))
+        except OSError:
+            return None
+        for path in names:
+            try:
+                saved = np.fromfile(path, dtype=np.intc)
+            except (OSError, ValueError):
+                continue
+            if (n := _common_prefix(saved, tokens)) > best_n:
+                best_n, best_path, best_tokens = n, path, saved
+        if best_path is None or best_tokens is None:
+            return None
+        try:
+            state = best_path.with_suffix(".state").read_bytes()
+            os.utime(best_path)  # recently used
+        except OSError:
+            return None
+        return best_tokens, state
+
+    def save(self, tokens: npt.NDArray[np.intc], state: bytes) -> None:
+        """Keep a state (then evict beyond the bound); a cache that cannot be written only costs time later."""
+        if self.max_bytes <= 0 or len(state) > self.max_bytes:
+            return
+        name = hashlib.sha256(tokens.tobytes()).hexdigest()[:32]
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            _write_atomic(self.directory / f"{name}.state", state)
+            _write_atomic(self.directory / f"{name}.tokens", tokens.tobytes())  # last: the entry is complete
+            self._evict()
+        except OSError as exc:
+            logger.debug("could not save a KV state in %s: %s", self.directory, exc)
+
+    def forget(self, tokens: npt.NDArray[np.intc]) -> None:
+        """Remove the entry saved for exactly these tokens (a state llama.cpp refused)."""
+        name = hashlib.sha256(tokens.tobytes()).hexdigest()[:32]
+        for suffix in (".tokens", ".state"):
+            (self.directory / f"{name}{suffix}").unlink(missing_ok=True)
+
+    def _evict(self) -> None:
+        entries = []
+        for path in self.directory.glob("*.tokens"):
+            state = path.with_suffix(".state")
+            try:
+                entries.append((path.stat().st_mtime, path, state, state.stat().st_size))
+            except OSError:
+                continue
+        total = sum(size for *_, size in entries)
+        for _mtime, path, state, size in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            path.unlink(missing_ok=True)
+            state.unlink(missing_ok=True)
+            total -= size
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 # Saved KV states kept per engine: one ~700-token prompt of the default model takes ~9 MB.
 _PREFIX_CACHE_BYTES = 128 * 2**20
 
@@ -137,6 +221,8 @@ class LocalEngine:
         *,
         extra_buffers: bool = True,
         prefix_cache_bytes: int = _PREFIX_CACHE_BYTES,
+        state_dir: Path | None = None,
+        state_dir_bytes: int = 0,
     ) -> None:
         self.llama = llama
         self.model_path = model_path
@@ -144,6 +230,7 @@ class LocalEngine:
         self.load_seconds = load_seconds
         self.extra_buffers = extra_buffers
         self.prefix_cache_bytes = prefix_cache_bytes
+        self.disk_states = _DiskStates(state_dir, state_dir_bytes) if state_dir is not None and state_dir_bytes else None
         self.lock = threading.Lock()
         self._prefixes: OrderedDict[bytes, _Prefix] = OrderedDict()  # least recently used first
         self._formatter: Any = None
@@ -193,7 +280,7 @@ class LocalEngine:
         self._prefixes.clear()
 
     def _save_prefix(self, tokens: npt.NDArray[np.intc]) -> None:
-        if self.prefix_cache_bytes <= 0 or len(tokens) == 0:
+        if (self.prefix_cache_bytes <= 0 and self.disk_states is None) or len(tokens) == 0:
             return
         llama_cpp = self.llama_cpp
         ctx = self.llama._ctx.ctx
@@ -201,6 +288,8 @@ class LocalEngine:
         buffer = (ctypes.c_uint8 * size)()
         written = int(llama_cpp.llama_state_get_data(ctx, buffer, size))
         state = bytes(memoryview(buffer)[:written])
+        if self.disk_states is not None:
+            self.disk_states.save(tokens, state)
         if len(state) > self.prefix_cache_bytes:
             return
         key = tokens.tobytes()
@@ -213,21 +302,29 @@ class LocalEngine:
             self._prefixes.popitem(last=False)
 
     def _restore(self, tokens: npt.NDArray[np.intc]) -> int:
-        """Bring the KV cache to the longest saved or live prefix of `tokens`; returns how many tokens it holds."""
+        """Bring the KV cache to the longest live, saved (in memory, then on disk) prefix of `tokens`; returns how
+        many tokens it holds."""
         llama = self.llama
-        live = _common_prefix(llama.input_ids[: llama.n_tokens], tokens)
-        best_key, best = None, live
+        best = _common_prefix(llama.input_ids[: llama.n_tokens], tokens)
+        chosen: _Prefix | None = None
         for key, prefix in self._prefixes.items():
             if (n := _common_prefix(prefix.tokens, tokens)) > best:
-                best_key, best = key, n
-        if best_key is not None:
-            prefix = self._prefixes[best_key]
-            self._prefixes.move_to_end(best_key)
-            buffer = (ctypes.c_uint8 * len(prefix.state)).from_buffer_copy(prefix.state)
-            if int(self.llama_cpp.llama_state_set_data(llama._ctx.ctx, buffer, len(prefix.state))) != len(prefix.state):
-                raise RuntimeError("llama.cpp could not restore a saved state")
-            llama.input_ids[: len(prefix.tokens)] = prefix.tokens
-            llama.n_tokens = len(prefix.tokens)
+                chosen, best = prefix, n
+        if self.disk_states is not None and (found := self.disk_states.best(tokens, best)) is not None:
+            chosen = _Prefix(*found)
+            best = _common_prefix(chosen.tokens, tokens)
+        if chosen is not None:
+            buffer = (ctypes.c_uint8 * len(chosen.state)).from_buffer_copy(chosen.state)
+            if int(self.llama_cpp.llama_state_set_data(llama._ctx.ctx, buffer, len(chosen.state))) == len(chosen.state):
+                llama.input_ids[: len(chosen.tokens)] = chosen.tokens
+                llama.n_tokens = len(chosen.tokens)
+                self._prefixes.pop(chosen.tokens.tobytes(), None)
+                self._prefixes[chosen.tokens.tobytes()] = chosen  # most recently used
+            else:  # not a state of this model and context: start from nothing
+                logger.warning("a saved KV state could not be restored; evaluating the whole prompt")
+                if self.disk_states is not None:
+                    self.disk_states.forget(chosen.tokens)
+                best = 0
         # At least the last prompt token is evaluated again: its logits are what the first sample reads.
         keep = min(best, len(tokens) - 1)
         if keep <= 0 or not llama._ctx.kv_cache_seq_rm(-1, keep, -1):
@@ -500,10 +597,13 @@ def get_engine(
     n_threads: int | None = None,
     cache: Path | None = None,
     amx: bool | None = None,
+    state_cache_bytes: int | None = None,
 ) -> LocalEngine:
     """The process-wide engine for a GGUF file or registry name (default: the configured model), loaded once.
 
     `amx`: whether llama.cpp's AMX kernels work on this CPU (Settings.local_amx); None reads $QA_LOCAL_AMX.
+    `state_cache_bytes`: disk kept for KV states under the cache directory's kv/ (Settings.local_kv_cache_mb when
+    Settings.cache); None reads the settings from the environment. Fixed by the call that loads the model.
     """
     path, spec = _resolve(model_path, cache)
     if n_ctx is None:
@@ -535,7 +635,18 @@ def get_engine(
         except (ValueError, RuntimeError, OSError) as exc:
             raise ConfigurationError(f"llama.cpp could not load {key[0]}: {exc}") from exc
         load_seconds = time.perf_counter() - started
-        engine = LocalEngine(llama, key[0], n_ctx, load_seconds, extra_buffers=not overrides)
+        if state_cache_bytes is None or cache is None:
+            env = Settings.from_env()
+            if state_cache_bytes is None:
+                state_cache_bytes = int(env.local_kv_cache_mb * 2**20) if env.cache else 0
+            cache = env.resolved_cache_dir if cache is None else cache
+        st = key[0].stat()
+        version = getattr(llama_cpp, "__version__", "0")
+        state_dir = cache / "kv" / f"{key[0].name}-{st.st_size}-{st.st_mtime_ns}-ctx{n_ctx}-llama{version}"
+        engine = LocalEngine(
+            llama, key[0], n_ctx, load_seconds, extra_buffers=not overrides, state_dir=state_dir,
+            state_dir_bytes=state_cache_bytes,
+        )  # fmt: skip
         logger.info(
             "loaded local model %s (n_ctx=%d, %d threads%s) in %.2fs",
             key[0],
