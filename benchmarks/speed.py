@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 QUESTION = "How many casualties?"
@@ -50,10 +52,12 @@ def _raw(engine: Any, prompt_tokens: list[int], n_gen: int) -> tuple[float, floa
     started = time.perf_counter()
     llama.eval(prompt_tokens)
     prompt_s = time.perf_counter() - started
+    low = engine.llama_cpp
+    n_vocab = llama.n_vocab()
     started = time.perf_counter()
-    for _ in range(n_gen):
-        token = llama.sample(temp=0.0, top_k=1)
-        llama.eval([token])
+    for _ in range(n_gen):  # greedy: the argmax of the last logits, no sampler object
+        logits = np.ctypeslib.as_array(low.llama_get_logits_ith(llama._ctx.ctx, -1), shape=(n_vocab,))
+        llama.eval([int(np.argmax(logits))])
     gen_s = time.perf_counter() - started
     llama.reset()
     llama._ctx.kv_cache_clear()
@@ -92,8 +96,10 @@ def run_raw(args: argparse.Namespace) -> dict[str, Any]:
     llama = engine.llama
     prompt = engine.format_prompt(kwargs["messages"])
     tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
-    raw = [_raw(engine, tokens, args.gen_tokens) for _ in range(args.repeat)]
-    ours = [_through_qa(engine, kwargs) for _ in range(args.repeat)]
+    raw, ours = [], []
+    for _ in range(args.repeat):  # interleaved, so a change in the machine's load touches both alike
+        raw.append(_raw(engine, tokens, args.gen_tokens))
+        ours.append(_through_qa(engine, kwargs))
     result = {
         "threads": args.threads,
         "prompt_tokens": len(tokens),
@@ -107,6 +113,11 @@ def run_raw(args: argparse.Namespace) -> dict[str, Any]:
     }
     result["prompt_ratio"] = result["qa_prompt_tps"] / result["raw_prompt_tps"]
     result["gen_ratio"] = result["qa_gen_tps"] / result["raw_gen_tps"]
+    result["prompt_ratio_median_of_pairs"] = statistics.median(o[0] / r[0] for r, o in zip(raw, ours, strict=True))
+    result["gen_ratio_median_of_pairs"] = statistics.median(o[1] / r[1] for r, o in zip(raw, ours, strict=True))
+    result["raw_runs"] = [[round(x, 1) for x in r] for r in raw]
+    result["qa_runs"] = [[round(x, 1) for x in o[:2]] for o in ours]
+    result["load_average"] = os.getloadavg()
     return result
 
 

@@ -105,6 +105,20 @@ class _Prefix:
     state: bytes
 
 
+def _top_k(logits: npt.NDArray[np.single], k: int, peak: float) -> npt.NDArray[np.intp]:
+    """The k largest logits' indices, largest first. Partitioning the whole vocabulary costs ~2 ms a token, so
+    the search starts with the few logits near the peak (every one outside is smaller than every one inside)."""
+    for margin in (8.0, 16.0, 32.0):
+        candidates = np.flatnonzero(logits >= peak - margin)
+        if len(candidates) >= k:
+            break
+    else:
+        candidates = np.arange(len(logits))
+    if len(candidates) > k:
+        candidates = candidates[np.argpartition(logits[candidates], -k)[-k:]]
+    return candidates[np.argsort(-logits[candidates], kind="stable")]
+
+
 def _common_prefix(a: npt.NDArray[np.intc], b: npt.NDArray[np.intc]) -> int:
     n = min(len(a), len(b))
     if n == 0:
@@ -494,8 +508,7 @@ class LocalEngine:
         entry = self._token_entry(token, float(logits[token]) - norm)
         alternatives = []
         if k:
-            top = np.argpartition(logits, -k)[-k:]
-            top = top[np.argsort(-logits[top], kind="stable")]
+            top = _top_k(logits, k, peak)
             alternatives = [self._token_entry(int(t), float(logits[t]) - norm) for t in top]
         return {**entry, "top_logprobs": alternatives}
 
