@@ -60,27 +60,42 @@ class IngestReport:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _File:
+    shown: str  # the path as given (below a given folder), for loading and messages
+    real: str  # absolute, symlinks of the given path resolved: what the store remembers
+    id: str  # the document id, as qa.load names it
+
+
+def _walk(paths: Sequence[Path]) -> list[_File]:
+    """Every file to index (strings, not Path objects: a folder may hold a million files)."""
+    found: list[_File] = []
+    for root in paths:
+        if root.is_dir():
+            top, real_top = str(root), os.path.realpath(root)
+            for folder, dirs, files in os.walk(top):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                rel = os.path.relpath(folder, top)
+                real = real_top if rel == "." else os.path.join(real_top, rel)
+                prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+                found.extend(
+                    _File(os.path.join(folder, f), os.path.join(real, f), prefix + f)
+                    for f in sorted(files) if not f.startswith(".")
+                )  # fmt: skip
+        elif root.exists():
+            found.append(_File(str(root), os.path.realpath(root), root.name))
+        else:
+            raise DocumentError(f"{root}: no such file or directory", path=str(root))
+    return found
+
+
 def walk(paths: str | Path | Iterable[str | Path]) -> list[tuple[Path, str]]:
     """Every file to index and its document id, as `qa.load` names them (a folder's files by their path below
     it, a file by its name); hidden files and folders (".name") are left out. A missing path is an error."""
     items = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not items:
         raise InputError("no paths given")
-    found: list[tuple[Path, str]] = []
-    for item in items:
-        root = Path(item)
-        if root.is_dir():
-            for folder, dirs, files in os.walk(root):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                base = Path(folder)
-                found.extend(
-                    (base / f, (base / f).relative_to(root).as_posix()) for f in sorted(files) if not f.startswith(".")
-                )
-        elif root.exists():
-            found.append((root, root.name))
-        else:
-            raise DocumentError(f"{root}: no such file or directory", path=str(root))
-    return found
+    return [(Path(f.shown), f.id) for f in _walk([Path(p) for p in items])]
 
 
 def cache_path(cache_dir: Path, paths: str | Path | Iterable[str | Path], settings_key: str) -> Path:
@@ -90,12 +105,7 @@ def cache_path(cache_dir: Path, paths: str | Path | Iterable[str | Path], settin
     return cache_dir / "indexes" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.sqlite"
 
 
-def _source(path: Path) -> Source:
-    st = path.stat()
-    return Source(str(path.resolve()), st.st_size, st.st_mtime_ns)
-
-
-def _load_one(path: Path, doc_id: str, settings: Settings | None) -> list[Document]:
+def _load_one(path: str, doc_id: str, settings: Settings | None) -> list[Document]:
     """The documents of one file (usually one), with ids made from `doc_id`."""
     docs = load(path, settings, progress=False)
     if len(docs) == 1:
@@ -163,11 +173,10 @@ def ingest(
     documents = [i for i in listed if isinstance(i, Document)]
     _check_unique(documents)
     roots = [Path(i) for i in listed if not isinstance(i, Document)]
-    files = walk(roots) if roots else []
+    files = _walk(roots)
     if store.path is not None:  # the index file itself, when it lies in a folder being indexed
-        own = store.path.resolve()
-        skip = {own, *(own.with_name(own.name + suffix) for suffix in ("-wal", "-shm", "-journal"))}
-        files = [(p, i) for p, i in files if not p.name.startswith(own.name) or p.resolve() not in skip]
+        own = os.path.realpath(store.path)
+        files = [f for f in files if f.real not in {own, own + "-wal", own + "-shm", own + "-journal"}]
     writer = _Writer(store, chunker, report)
     for document in documents:
         if store.get(document.id) is None:
@@ -179,7 +188,7 @@ def ingest(
         _Files(store, writer, report, strict=strict, settings=settings).run(files, progress)
         if remove_missing:
             writer.flush()
-            _remove_missing(store, roots, {str(p.resolve()) for p, _ in files}, report)
+            _remove_missing(store, roots, {f.real for f in files}, report)
     writer.flush()
     report.seconds = time.perf_counter() - started
     return report
@@ -212,32 +221,33 @@ class _Files:
                 self.by_path.setdefault(stored.source.path, []).append(known)
         self.taken: dict[str, str] = {}  # document id -> the file that gave it in this run
 
-    def run(self, files: list[tuple[Path, str]], progress: Progress | None) -> None:
-        for done, (path, doc_id) in enumerate(files, 1):
-            self.one(path, doc_id)
+    def run(self, files: list[_File], progress: Progress | None) -> None:
+        for done, file in enumerate(files, 1):
+            self.one(file)
             if progress is not None:
                 progress(done, len(files))
 
-    def fail(self, path: Path, reason: str, exc: Exception) -> None:
+    def fail(self, path: str, reason: str, exc: Exception) -> None:
         if self.strict:
             raise exc
         logger.info("skipped %s: %s", path, reason)
-        self.report.failed.append(Failure(str(path), reason))
+        self.report.failed.append(Failure(path, reason))
 
-    def one(self, path: Path, doc_id: str) -> None:
-        report = self.report
+    def one(self, file: _File) -> None:
+        report, path = self.report, file.shown
         try:
-            source = _source(path)
+            st = os.stat(path)
         except OSError as exc:
             reason = f"cannot read file: {exc.strerror or exc}"
-            self.fail(path, reason, DocumentError(f"{path}: {reason}", path=str(path)))
+            self.fail(path, reason, DocumentError(f"{path}: {reason}", path=path))
             return
+        source = Source(file.real, st.st_size, st.st_mtime_ns)
         old = self.by_path.get(source.path, [])
         if old and all(o.source == source for o in old):
             report.unchanged += 1
             return
         try:
-            docs = _load_one(path, doc_id, self.settings)
+            docs = _load_one(path, file.id, self.settings)
         except DocumentError as exc:
             self.fail(path, str(exc).removeprefix(f"{path}: "), exc)
             return

@@ -174,8 +174,9 @@ class Index:
         self.store: Store = store if store is not None else MemoryStore()
         self._own_store = False
         self.prompts = prompts if prompts is not None else load_prompts()
-        self.encoding = encoding_for_model(None if self.settings.uses_local_model else self.settings.model_name)
-        self._chunk_encoding = self._check_chunking()
+        self._encoding: tiktoken.Encoding | None = None
+        self._chunk_encoding: tiktoken.Encoding | None = None
+        self._chunked_with = self._check_chunking()
         self._documents = _Documents(self.store)
         self._texts = _Texts(self._documents, self.store)
         self._stats: StoreStats | None = None
@@ -208,15 +209,19 @@ class Index:
         index._own_store = True
         return index
 
-    def _check_chunking(self) -> tiktoken.Encoding:
-        """The encoding to chunk with; the chunking settings are recorded in a new store, and must match an old one's."""
-        s = self.settings
-        wanted = {"chunk_tokens": s.chunk_tokens, "chunk_overlap": s.chunk_overlap, "encoding": self.encoding.name}
+    @property
+    def encoding(self) -> tiktoken.Encoding:
+        """The model's tokenizer, for prompt budgets (built on first need: opening an index does not)."""
+        if self._encoding is None:
+            self._encoding = encoding_for_model(None if self.settings.uses_local_model else self.settings.model_name)
+        return self._encoding
+
+    def _check_chunking(self) -> str | None:
+        """The encoding a stored index was chunked with; its chunk sizes must be the settings' ones."""
         recorded = self.store.get_meta("chunking")
         if recorded is None:
-            self.store.set_meta("chunking", json.dumps(wanted, sort_keys=True))
-            return self.encoding
-        have = json.loads(recorded)
+            return None
+        have, s = json.loads(recorded), self.settings
         if (have["chunk_tokens"], have["chunk_overlap"]) != (s.chunk_tokens, s.chunk_overlap):
             raise StoreError(
                 f"{self.store.path}: the index was chunked with chunk_tokens={have['chunk_tokens']}, "
@@ -224,9 +229,16 @@ class Index:
                 "use those settings or another index file",
                 path=str(self.store.path),
             )
-        return get_encoding(have["encoding"])
+        return str(have["encoding"])
 
     def _chunk(self, items: Sequence[tuple[str, str]]) -> list[list[Chunk]]:
+        if self._chunk_encoding is None:
+            if self._chunked_with is None:  # the first chunks of this store: record how they are made
+                s = self.settings
+                self._chunked_with = self.encoding.name
+                wanted = {"chunk_tokens": s.chunk_tokens, "chunk_overlap": s.chunk_overlap, "encoding": self.encoding.name}
+                self.store.set_meta("chunking", json.dumps(wanted, sort_keys=True))
+            self._chunk_encoding = get_encoding(self._chunked_with)
         return chunk_documents(
             items,
             encoding=self._chunk_encoding,
