@@ -252,3 +252,18 @@ def test_a_loader_of_your_own(tmp_path: Path) -> None:
     assert doc.metadata["type"] == "CSV"
     location = doc.location_at(doc.text.index("Kursk"))
     assert location is not None and location.section == "row 2"
+
+
+def test_a_reopened_sqlite_index_still_cites_pages_and_sections(
+    server: OpenAIServer, settings: qa.Settings, tmp_path: Path
+) -> None:
+    db = tmp_path / "reports.sqlite"
+    with qa.Index.open(db, whole(settings)) as index:
+        index.add([FIELD_REPORT_PDF, make_docx(tmp_path / "annual.docx")])
+    server.reply_json(reply([(1, DOCX_CASUALTIES), (2, NITRATE)], "see the quotes"))
+    with qa.Index.open(db, whole(settings)) as reopened:
+        answer = reopened.ask("What does the report say?")
+    assert answer.found and answer.verified, answer
+    assert [(c.document_id, c.page, c.section) for c in answer.citations] == [
+        ("annual.docx", None, f"{DOCX_TITLE} › Results › Casualties"), ("field_report.pdf", 2, None)
+    ]  # fmt: skip
