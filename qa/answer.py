@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from rapidfuzz import fuzz
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from qa.attribution import NUMBER, number_key
 
 __all__ = [
     "Answer",
@@ -19,9 +21,9 @@ __all__ = [
     "Usage",
     "answer_schema_model",
     "decline_probability",
+    "Decision",
     "find_quote",
     "locate_quote",
-    "unquoted_numbers",
 ]
 
 OutputT = TypeVar("OutputT")
@@ -37,11 +39,17 @@ class Usage(BaseModel):
     reasks: int = Field(0, description="Calls made again because the output failed validation.")
     retries: int = Field(0, description="Transport retries (429, 5xx, timeouts, connection errors).")
     cached_calls: int = Field(0, description="Replies served from the response cache, with no LLM call (not in calls).")
+    repeats: int = Field(
+        0, description="Times the model repeated a reply already rejected, which ends the re-asks (a call saved)."
+    )
 
     @property
     def total_tokens(self) -> int:
         """Prompt plus completion tokens."""
         return self.prompt_tokens + self.completion_tokens
+
+
+MatchKind = Literal["exact", "normalised", "fuzzy", "attributed"]
 
 
 class ChunkRef(BaseModel):
@@ -64,10 +72,11 @@ class Citation(BaseModel):
     end: int
     quote: str
     chunk: ChunkRef
-    match: Literal["exact", "normalised", "fuzzy"] = Field(
+    match: MatchKind = Field(
         "exact",
-        description="How the model's quote was found: word for word, after folding whitespace/quote marks/case, "
-        "or as a near-verbatim span with the same numbers (the quote returned is always the source's own text).",
+        description="How the span was found: the model's quote word for word, after folding whitespace/quote "
+        "marks/case, or as a near-verbatim span with the same numbers; or attributed: a sentence the library found "
+        "to state the answer where the model's quotes did not (the quote is always the source's own text).",
     )
     page: int | None = Field(None, description="The page (1-based) of a PDF the quote starts on.")
     section: str | None = Field(
@@ -81,6 +90,9 @@ class Citation(BaseModel):
         return " ".join(parts)
 
 
+Decision = Literal["quoted", "attributed", "declined", "unsure", "unsupported", "unverified", "no_passages"]
+
+
 class Answer(BaseModel, Generic[OutputT]):
     """An answer to one question, with the verified citations it rests on."""
 
@@ -89,7 +101,21 @@ class Answer(BaseModel, Generic[OutputT]):
     found: bool = Field(description="False when the documents do not answer the question.")
     citations: list[Citation] = Field(default_factory=list)
     verified: bool = Field(
-        True, description="False when some citation the model gave could not be verified and was dropped."
+        True,
+        description="True when the citations state what the answer states (its numbers and words); False for an "
+        "answer nothing in the passages supports (withheld, or returned as is when require_citations is off).",
+    )
+    decision: Decision = Field(
+        "quoted",
+        description="How the answer was reached: quoted (the model's own quotes state it), attributed (the library "
+        "found the sentences that state it), declined (the model said the passages do not answer), unsure (the "
+        "model's decline probability reached decline_threshold), unsupported (no sentence of the passages states "
+        "what the model answered: withheld), unverified (returned unsupported, require_citations off), "
+        "no_passages (nothing retrieved; the model was not called).",
+    )
+    proposed: Any = Field(
+        None,
+        description="What the model last answered, kept or not (None when it declined): shows what was withheld.",
     )
     usage: Usage = Field(default_factory=Usage)
     model: str = ""
@@ -125,25 +151,6 @@ class ModelQuote(BaseModel):
     passage: int
     quote: str = Field(min_length=1, max_length=400)
 
-    @field_validator("quote")
-    @classmethod
-    def _quote_in_passage(cls, quote: str, info: ValidationInfo) -> str:
-        # Checked only when validated with the passages in context; without it, structure alone.
-        context = info.context or {}
-        passages: Mapping[int, str] | None = context.get("passages")
-        if passages is None:
-            return quote
-        number = info.data.get("passage")
-        if number is None:
-            return quote
-        if _too_short(quote):
-            raise ValueError(f"this quote is too short to show anything: {quote!r}; copy the whole sentence")
-        if find_quote(quote, number, passages, fuzzy=context.get("fuzzy")) is None:
-            if number not in passages:
-                raise ValueError(f"there is no passage {number}; passages are numbered 1 to {len(passages)}")
-            raise ValueError(f"this quote is not in passage {number}: {quote!r}")
-        return quote
-
 
 _SCHEMA_MODELS: dict[tuple[Any, int], type[BaseModel]] = {}
 
@@ -161,11 +168,9 @@ def _build_schema_model(output: Any, max_citations: int) -> type[BaseModel]:
     # Nesting the quotes under a nullable result lets schema-constrained decoding require evidence
     # for every answer while still allowing a plain "not found", and keeps the root an object.
     suffix = "" if output is str else f"_{getattr(output, '__name__', 'Output')}"
-    validators: dict[str, Any] = {"_numbers_quoted": model_validator(mode="after")(_numbers_quoted)} if output is str else {}
     cited = create_model(
         "CitedAnswer" + suffix,
         __config__=ConfigDict(extra="forbid"),
-        __validators__=validators,
         # A bound on free-text answers keeps a small model's grammar-constrained output from running to max_tokens.
         answer=(output, Field(max_length=600)) if output is str else (output, ...),
         quotes=(list[ModelQuote], Field(min_length=1, max_length=max_citations)),
@@ -176,25 +181,6 @@ def _build_schema_model(output: Any, max_citations: int) -> type[BaseModel]:
         __config__=ConfigDict(extra="forbid"),
         result=(result_type, ...),
     )
-
-
-def _numbers_quoted(answer: Any, info: ValidationInfo) -> Any:
-    # A text answer that states a number must quote where the passages state it (with the passages in
-    # context only; the quotes themselves were checked first).
-    if (info.context or {}).get("passages") is not None:
-        missing = unquoted_numbers(answer.answer, [q.quote for q in answer.quotes])
-        if missing:
-            raise ValueError(
-                f"the answer states {', '.join(missing)}, which none of its quotes contains: quote the sentence "
-                "that states it, or give null as the result if the passages do not say"
-            )
-    return answer
-
-
-def unquoted_numbers(answer: str, quotes: Sequence[str]) -> list[str]:
-    """The numbers `answer` states (digits; "4,000" = "4000") that none of `quotes` states, in order of appearance."""
-    quoted = {n for quote in quotes for n in _numbers(quote)}
-    return list(dict.fromkeys(m for m in _NUMBER.findall(answer) if _number_key(m) not in quoted))
 
 
 # --- how sure the model was that it should answer ----------------------------------------------
@@ -282,23 +268,17 @@ def _normalise(text: str) -> _Normalised:
     return _Normalised("".join(out), origin)
 
 
-MatchKind = Literal["exact", "normalised", "fuzzy"]
 _WORD = re.compile(r"\w+")
 
 
 def _too_short(quote: str) -> bool:
     """A quote of fewer than two words ("1", "Tuva") is found almost anywhere and proves nothing."""
     return len(_WORD.findall(quote)) < 2
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _FUZZY_MIN_CHARS = 20
 
 
 def _numbers(text: str) -> list[str]:
-    return sorted(map(_number_key, _NUMBER.findall(text)))
-
-
-def _number_key(number: str) -> str:
-    return number.replace(",", "")  # "4,000" states the same number as "4000"
+    return sorted(map(number_key, NUMBER.findall(text)))
 
 
 def _snap_to_words(source: str, start: int, end: int) -> tuple[int, int]:

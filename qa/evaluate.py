@@ -25,6 +25,7 @@ from qa.errors import DocumentError, InputError
 __all__ = [
     "AnswerLike",
     "CitationLike",
+    "CORRECT_F1",
     "CitationResult",
     "Dataset",
     "EvalConfig",
@@ -42,6 +43,7 @@ __all__ = [
     "best_exact_match",
     "best_f1",
     "citation_is_valid",
+    "cites_answer",
     "contains_answer",
     "evaluate",
     "exact_match_score",
@@ -56,6 +58,8 @@ __all__ = [
 ]
 
 SplitSource = Literal["split.json", "hash", "none"]
+CORRECT_F1 = 0.5
+"""Token F1 at which an answer counts as right (for withheld-but-correct and citation support of right answers)."""
 
 # --------------------------------------------------------------------------------------------
 # What the harness needs from the pipeline (structural, so it depends on no pipeline module).
@@ -190,6 +194,23 @@ def contains_answer(golds: Sequence[str], spans: Iterable[str]) -> bool:
     for span in spans:
         haystack = f" {normalize_answer(span)} "
         if any(needle in haystack for needle in needles):
+            return True
+    return False
+
+
+LONG_ANSWER_TOKENS = 8
+"""A gold answer longer than this many tokens is a long-form answer (a paraphrase of a few sentences)."""
+
+
+def cites_answer(golds: Sequence[str], spans: Sequence[str]) -> bool:
+    """True when the cited spans hold a gold answer: verbatim (normalised), or for a long-form gold answer, at
+    least half of its tokens (such answers are written by annotators over several sentences)."""
+    if contains_answer(golds, spans):
+        return True
+    cited = Counter(normalize_answer(" ".join(spans)).split())
+    for gold in golds:
+        tokens = Counter(normalize_answer(gold).split())
+        if sum(tokens.values()) > LONG_ANSWER_TOKENS and sum((tokens & cited).values()) >= sum(tokens.values()) / 2:
             return True
     return False
 
@@ -436,7 +457,11 @@ class ItemResult(BaseModel):
     em: float | None = Field(default=None, description="Exact match (answerable items).")
     f1: float | None = Field(default=None, description="Token F1 (answerable items).")
     abstained: bool | None = Field(default=None, description="not found (None when the item failed).")
-    supported: bool | None = Field(default=None, description="A gold answer occurs in a cited span (answerable items).")
+    supported: bool | None = Field(
+        default=None,
+        description="The cited spans hold a gold answer (answerable items): verbatim, or half the tokens of a "
+        "long-form one.",
+    )
     retrieved_hit: bool | None = Field(
         default=None, description="A gold answer occurs in a retrieved passage (answerable items)."
     )
@@ -447,6 +472,11 @@ class ItemResult(BaseModel):
         default=None, description="Answer.decline_probability (when log-probabilities were requested and returned)."
     )
     usage: UsageRecord | None = None
+    decision: str | None = Field(default=None, description="Answer.decision: how the answer was reached or withheld.")
+    proposed: str | None = Field(default=None, description="What the model answered, kept or withheld (Answer.proposed).")
+    proposed_f1: float | None = Field(
+        default=None, description="Token F1 of the model's proposed answer (answerable items), kept or withheld."
+    )
     error: str | None = None
 
 
@@ -473,6 +503,19 @@ class EvalSummary(BaseModel):
     citations_valid: int
     citation_validity: float | None = Field(description="Valid citations / all citations (must be 1.0).")
     citation_support: float | None = Field(description="Answerable items with a gold answer in a cited span.")
+    correct: float | None = Field(
+        description="Answerable items answered with token F1 >= 0.5 (a right answer)."
+    )
+    correct_supported: float | None = Field(
+        description="Of the right answers, the share whose citations hold a gold answer (citation support)."
+    )
+    withheld_correct: float | None = Field(
+        description="Answerable items whose proposed answer was right (F1 >= 0.5) but which the library withheld."
+    )
+    proposed_f1: float | None = Field(
+        description="Mean token F1 of the model's proposed answers over answerable items (nothing withheld)."
+    )
+    decisions: dict[str, int] = Field(default_factory=dict, description="How many answers took each decision path.")
     retrieval_recall: float | None = Field(description="Answerable items with a gold answer in a retrieved passage.")
     retrieved_passages_mean: float | None = Field(description="Mean passages returned by retrieve (the k).")
     prompt_tokens_mean: float | None
@@ -527,6 +570,11 @@ class EvalReport(BaseModel):
             ("abstention accuracy (all)", _pct(s.abstention_accuracy)),
             ("citation validity", f"{_pct(s.citation_validity)} ({s.citations_valid}/{s.citations_total})"),
             ("citation support (answerable)", _pct(s.citation_support)),
+            ("right answers (F1 >= 0.5)", _pct(s.correct)),
+            ("citation support of right answers", _pct(s.correct_supported)),
+            ("withheld but right", _pct(s.withheld_correct)),
+            ("F1 of proposed answers (nothing withheld)", _pct(s.proposed_f1)),
+            ("decisions", ", ".join(f"{k} {v}" for k, v in sorted(s.decisions.items())) or "n/a"),
             (f"retrieval recall@{_num(s.retrieved_passages_mean, 1)}", _pct(s.retrieval_recall)),
             ("prompt tokens / question", _num(s.prompt_tokens_mean, 0)),
             ("completion tokens / question", _num(s.completion_tokens_mean, 0)),
@@ -569,6 +617,10 @@ def summarize(results: Sequence[ItemResult]) -> EvalSummary:
     em_sum = sum(r.em or 0.0 for r in answerable)
     f1_sum = sum(r.f1 or 0.0 for r in answerable)
     decisions_right = correct_abstentions + sum(1 for r in answerable if r.abstained is False)
+    right = [r for r in answerable if r.found and (r.f1 or 0.0) >= CORRECT_F1]
+    withheld_right = [
+        r for r in answerable if r.found is False and r.proposed_f1 is not None and r.proposed_f1 >= CORRECT_F1
+    ]
     citations = [c for r in results for c in r.citations]
     valid = sum(1 for c in citations if c.valid)
     usages = [r.usage for r in results if r.usage is not None]
@@ -591,6 +643,11 @@ def summarize(results: Sequence[ItemResult]) -> EvalSummary:
         citations_valid=valid,
         citation_validity=_ratio(valid, len(citations)),
         citation_support=_ratio(sum(1 for r in answerable if r.supported is True), len(answerable)),
+        correct=_ratio(len(right), len(answerable)),
+        correct_supported=_ratio(sum(1 for r in right if r.supported is True), len(right)),
+        withheld_correct=_ratio(len(withheld_right), len(answerable)),
+        proposed_f1=_ratio(sum(r.proposed_f1 or 0.0 for r in answerable), len(answerable)),
+        decisions=dict(Counter(r.decision for r in results if r.decision is not None)),
         retrieval_recall=_ratio(sum(1 for r in answerable if r.retrieved_hit is True), len(answerable)),
         retrieved_passages_mean=_mean([float(n) for n in retrieved]),
         prompt_tokens_mean=_mean([float(u.prompt_tokens) for u in usages]),
@@ -661,6 +718,9 @@ def _evaluate_item(
         result.abstained = not answer.found
         result.decline_probability = getattr(answer, "decline_probability", None)
         result.usage = UsageRecord.of(answer.usage)
+        result.decision = getattr(answer, "decision", None)
+        proposed = getattr(answer, "proposed", None)
+        result.proposed = None if proposed is None else proposed if isinstance(proposed, str) else str(proposed)
         result.citations = [
             CitationResult(
                 document_id=c.document_id,
@@ -674,8 +734,9 @@ def _evaluate_item(
         if item.answerable:
             result.em = best_exact_match(prediction, item.answers)
             result.f1 = best_f1(prediction, item.answers)
+            result.proposed_f1 = best_f1(result.proposed, item.answers)
             cited = [texts[c.document_id][c.start : c.end] for c in result.citations if c.valid]
-            result.supported = contains_answer(item.answers, cited)
+            result.supported = cites_answer(item.answers, cited)
     try:
         passages = index.retrieve(item.question)
     except Exception as exc:  # noqa: BLE001

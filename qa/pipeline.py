@@ -22,10 +22,10 @@ from qa.answer import (
     Usage,
     answer_schema_model,
     decline_probability,
-    unquoted_numbers,
     verify_quotes,
 )
 from qa.cache import CachingLLM, ResponseCache
+from qa.attribution import attribute, claims_of, restate_numbers
 from qa.chunking import Chunk, chunk_documents
 from qa.documents import Document
 from qa.evidence import focus
@@ -105,6 +105,11 @@ def _count(usage: Usage, reply: LLMResponse) -> None:
     usage.retries += reply.attempts - 1
     usage.prompt_tokens += reply.prompt_tokens
     usage.completion_tokens += reply.completion_tokens
+
+
+def _reply_key(content: str) -> str:
+    """A reply with its whitespace folded, to notice the model repeating itself."""
+    return " ".join(content.split())
 
 
 def _format_errors(exc: PydanticValidationError) -> list[str]:
@@ -424,97 +429,114 @@ class Index:
         model_name = self.llm.model
         if not passages:
             logger.debug("no passage matches %r; answering not found without calling the model", question)
-            return Answer[Any](question=question, answer=None, found=False, usage=usage, model=model_name)
+            return Answer[Any](
+                question=question, answer=None, found=False, usage=usage, model=model_name, decision="no_passages"
+            )  # fmt: skip
         schema_model = answer_schema_model(output, s.max_citations)
-        by_number = {p.number: p.text for p in passages}
         located = {p.number: (p.document_id, p.start, p.text) for p in passages}
         messages = self._messages(question, passages)
         top_logprobs = None if self.decline_threshold is None else _TOP_LOGPROBS
         request = LLMRequest(tuple(messages), schema_model.model_json_schema(), "answer", top_logprobs)
         content = ""
         errors: list[str] = []
+        unsupported: Answer[Any] | None = None  # the last parsed answer that nothing supported
+        rejected: set[str] = set()
         for attempt in range(1, s.max_attempts + 1):
             reply = yield request
             _count(usage, reply)
             model_name = reply.model or model_name
             content = reply.content
             try:
-                parsed = _validate_reply(
-                    schema_model, content, context={"passages": by_number, "fuzzy": s.fuzzy_quote_score}
-                )
+                parsed = _validate_reply(schema_model, content)
             except PydanticValidationError as exc:
                 errors = _format_errors(exc)
+                feedback = self.prompts.render("reask", errors="\n".join(f"- {e}" for e in errors))
             else:
-                return self._finish(question, parsed, located, usage, model_name, dropped=False, reply=reply)
-            logger.debug("attempt %d rejected: %s", attempt, errors)
+                decided = self._decide(question, parsed, located, usage, model_name, reply)
+                if isinstance(decided, Answer):
+                    return decided
+                unsupported, feedback = decided
+            logger.debug("attempt %d rejected: %s", attempt, feedback)
+            key = _reply_key(content)
+            if key in rejected:
+                # At temperature 0 a model that repeats a rejected reply will keep repeating it.
+                logger.debug("the model repeated a rejected reply; not asking again")
+                usage.repeats += 1
+                break
+            rejected.add(key)
             if attempt < s.max_attempts:
                 usage.reasks += 1
                 messages = [
                     *messages,
                     {"role": "assistant", "content": content},
-                    {"role": "user", "content": self.prompts.render("reask", errors="\n".join(f"- {e}" for e in errors))},
+                    {"role": "user", "content": feedback},
                 ]
                 request = LLMRequest(tuple(messages), request.schema, request.schema_name, top_logprobs)
-        # Out of attempts: keep what verifies, drop the rest, and say so.
-        try:
-            parsed = _validate_reply(schema_model, content)
-        except PydanticValidationError as exc:
-            raise AnswerValidationError(
-                f"the model gave no valid answer in {s.max_attempts} attempt(s): {'; '.join(errors)}",
-                attempts=s.max_attempts, last_output=content, errors=_format_errors(exc), usage=usage,
-            ) from exc  # fmt: skip
-        return self._finish(question, parsed, located, usage, model_name, dropped=True, reply=reply)
+        if unsupported is not None:
+            return unsupported
+        raise AnswerValidationError(
+            f"the model gave no valid answer in {usage.calls} call(s): {'; '.join(errors)}",
+            attempts=usage.calls, last_output=content, errors=errors, usage=usage,
+        )  # fmt: skip
 
-    def _finish(
+    def _decide(
         self,
         question: str,
         parsed: BaseModel,
         located: dict[int, tuple[str, int, str]],
         usage: Usage,
         model_name: str,
-        *,
-        dropped: bool,
         reply: LLMResponse,
-    ) -> Answer[Any]:
+    ) -> Answer[Any] | tuple[Answer[Any], str]:
+        """The Answer for a well-formed reply, or (the withheld Answer, what to tell the model) when nothing
+        in the passages supports what it answered."""
         result = parsed.result  # type: ignore[attr-defined]
         declining = None
         if reply.logprobs is not None:
             declining = decline_probability(reply.content, [(t.token, t.top) for t in reply.logprobs])
-        unsure = declining is not None and self.decline_threshold is not None and declining >= self.decline_threshold
-        if result is None or unsure:
-            if result is not None:
-                logger.info(
-                    "declining: the model's probability of declining %.4f reaches the threshold %.4f (it answered %r)",
-                    declining, self.decline_threshold, result.answer,
-                )  # fmt: skip
-            return Answer[Any](
-                question=question, answer=None, found=False, usage=usage, model=model_name,
-                decline_probability=declining,
-            )  # fmt: skip
-        answer = result.answer
-        spans, errors = verify_quotes(result.quotes, located, fuzzy=self.settings.fuzzy_quote_score)
-        verified = not errors
-        unsupported = isinstance(answer, str) and unquoted_numbers(answer, [self._texts[d][a:b] for d, a, b, _ in spans])
-        if (not spans or unsupported) and self.settings.require_citations:
+        common: dict[str, Any] = {"question": question, "usage": usage, "model": model_name}
+        if result is None:
+            return Answer[Any](answer=None, found=False, decision="declined", decline_probability=declining, **common)
+        proposed = result.answer
+        if declining is not None and self.decline_threshold is not None and declining >= self.decline_threshold:
             logger.info(
-                "withholding an answer %s",
-                f"stating {', '.join(unsupported)}, which no verified citation states" if unsupported
-                else "none of whose citations could be verified",
+                "declining: the model's probability of declining %.4f reaches the threshold %.4f (it answered %r)",
+                declining, self.decline_threshold, proposed,
             )  # fmt: skip
             return Answer[Any](
-                question=question, answer=None, found=False, verified=False, usage=usage, model=model_name,
-                decline_probability=declining,
+                answer=None, found=False, decision="unsure", proposed=proposed, decline_probability=declining, **common
             )  # fmt: skip
+        spans, quote_errors = verify_quotes(result.quotes, located, fuzzy=self.settings.fuzzy_quote_score)
+        if quote_errors:
+            logger.debug("quotes that are not in the passages (hints only): %s", quote_errors)
+        kinds = {(d, a, b): k for d, a, b, k in spans}
+        attribution = attribute(
+            proposed, question, [(d, a, b) for d, a, b, _ in spans], located, self._texts,
+            max_citations=self.settings.max_citations,
+        )  # fmt: skip
+        if attribution is None:
+            stated = "; ".join(c.text for c in claims_of(proposed)) or str(proposed)
+            logger.info("no sentence of the passages states the answer %r", stated[:200])
+            if self.settings.require_citations:
+                withheld = Answer[Any](
+                    answer=None, found=False, verified=False, decision="unsupported", proposed=proposed,
+                    decline_probability=declining, **common,
+                )  # fmt: skip
+            else:
+                withheld = Answer[Any](
+                    answer=proposed, found=True, verified=False, decision="unverified", proposed=proposed,
+                    citations=self._citations([(d, a, b, k) for d, a, b, k in spans]),
+                    decline_probability=declining, **common,
+                )  # fmt: skip
+            return withheld, self.prompts.render("reask_unsupported", answer=stated[:300])
+        citations = self._citations([(d, a, b, kinds.get((d, a, b), "attributed")) for d, a, b in attribution.spans])
+        answer = proposed
+        if isinstance(answer, str):
+            answer = restate_numbers(answer, [c.quote for c in citations])
         return Answer[Any](
-            question=question,
-            answer=answer,
-            found=True,
-            citations=self._citations(spans),
-            verified=verified and not dropped,
-            usage=usage,
-            model=model_name,
-            decline_probability=declining,
-        )
+            answer=answer, found=True, citations=citations, decision="attributed" if attribution.attributed else "quoted",
+            proposed=proposed, decline_probability=declining, **common,
+        )  # fmt: skip
 
     def _caller(self) -> LLM:
         """The model, behind the response cache when the index keeps one."""

@@ -18,6 +18,7 @@ PROMPT_VARIABLES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "user": (frozenset({"question", "passages"}), frozenset({"question", "passages"})),
     "passage": (frozenset({"number", "text", "document_id"}), frozenset({"number", "text"})),
     "reask": (frozenset({"errors"}), frozenset({"errors"})),
+    "reask_unsupported": (frozenset({"answer"}), frozenset({"answer"})),
     "json_format": (frozenset({"schema"}), frozenset({"schema"})),
 }
 

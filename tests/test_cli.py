@@ -36,7 +36,8 @@ def test_ask_json_is_exactly_the_answer_model(server: OpenAIServer) -> None:
     text = SEED.read_text(encoding="utf-8")
     data = json.loads(done.stdout)
     assert set(data) == {
-        "question", "answer", "found", "citations", "verified", "usage", "model", "decline_probability"
+        "question", "answer", "found", "citations", "verified", "decision", "proposed", "usage", "model",
+        "decline_probability",
     }  # fmt: skip
     for c in data["citations"]:
         assert text[c["start"] : c["end"]] == c["quote"]

@@ -30,7 +30,8 @@ def answer_from_prompt(request: dict[str, Any]) -> str:
     if "lighthouse built" in question:
         result: Any = {"answer": "1828.", "quotes": [{"passage": 1, "quote": "built in 1828"}]}
     elif "apple trees" in question:
-        result = {"answer": "a few dozen", "quotes": [{"passage": 1, "quote": "The orchard has 40 apple trees."}]}
+        # Wrong, but stated by the sentence it quotes (the library checks support, not truth).
+        result = {"answer": "40 pear trees", "quotes": [{"passage": 1, "quote": "The orchard has 40 apple trees."}]}
     else:
         result = None
     return json.dumps({"result": result})
@@ -50,11 +51,12 @@ def test_eval_cli_reports_metrics(server: OpenAIServer, tmp_path: Path) -> None:
     report = json.loads(out.read_text(encoding="utf-8"))
     s = report["summary"]
     assert (s["items"], s["answerable"], s["unanswerable"], s["errors"]) == (3, 2, 1, 0)
-    assert s["exact_match"] == 0.5  # "1828." normalises to "1828"; "a few dozen" is wrong
+    assert s["exact_match"] == 0.5  # "1828." normalises to "1828"; "40 pear trees" is wrong
     assert s["answer_rate"] == 1.0 and s["abstention_recall"] == 1.0
     assert s["citation_validity"] == 1.0 and s["citations_total"] == 2
     assert s["citation_support"] == 1.0  # both cited spans contain a gold answer, even the wrong answer's
     assert s["calls_total"] == 3
     assert [i["id"] for i in report["items"]] == ["q1", "q2", "q3"]
+    assert s["decisions"] == {"quoted": 2, "declined": 1} and s["withheld_correct"] == 0.0
     assert re.search(r"\| exact match \(answerable\) \| 50\.0", done.stdout)
     assert "| citation validity | 100.0" in done.stdout

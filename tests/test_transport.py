@@ -160,13 +160,14 @@ def test_usage_summed_across_retries_and_reasks(
     server: OpenAIServer, settings: qa.Settings, seed_doc: qa.Document
 ) -> None:
     server.error(503)
-    server.reply_json(reply([(1, "invented words")], "x"), prompt_tokens=100, completion_tokens=10)
+    server.reply_json(reply([(1, "invented words")], "9,999"), prompt_tokens=100, completion_tokens=10)
     server.error(429, headers={"Retry-After": "0"})
     server.reply_json(reply([(1, Q4000)], "4,000"), prompt_tokens=120, completion_tokens=12)
     answer = qa.Index([seed_doc], settings).ask("How many casualties?")
     assert answer.usage.model_dump() == {
         "prompt_tokens": 220, "completion_tokens": 22, "calls": 2, "attempts": 4, "reasks": 1, "retries": 2,
         "cached_calls": 0,
+        "repeats": 0,
     }  # fmt: skip
 
 
