@@ -29,11 +29,15 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# --qa-root runs another checkout of qa (e.g. an older commit, as a baseline on the same items and replies).
+_root = sys.argv[sys.argv.index("--qa-root") + 1] if "--qa-root" in sys.argv else str(ROOT)
+sys.path.insert(0, _root)
 
 import qa  # noqa: E402
-from qa.evaluate import CORRECT_F1, EvalReport, ItemResult, evaluate, summarize  # noqa: E402
+from qa.evaluate import EvalReport, ItemResult, evaluate, summarize  # noqa: E402
 from qa.llm import LLMRequest, LLMResponse, OpenAILLM, TokenLogprob  # noqa: E402
+
+CORRECT_F1 = 0.5  # as qa.evaluate.CORRECT_F1 (not imported: an older --qa-root has none)
 
 DEFAULT_EVAL = ROOT.parent / "shared" / "eval"
 
@@ -124,6 +128,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": settings.model_name,
         "replay": {"hits": llm.hits, "misses": llm.misses} if args.replay else None,
         "seconds": time.perf_counter() - started,
+        "qa_root": _root,
         "reports": reports,
     }
     if args.out:
@@ -198,6 +203,7 @@ def main() -> None:
     parser.add_argument("--report", help="print the table of an earlier --out file")
     parser.add_argument("--curve", help="print decline-threshold curves of an earlier --out file")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--qa-root", help="import qa from this checkout instead (a baseline); writes --out only")
     args = parser.parse_args()
     if args.report or args.curve:
         out = json.loads(Path(args.report or args.curve).read_text(encoding="utf-8"))
@@ -205,7 +211,8 @@ def main() -> None:
         return
     out = run(args)
     print(f"model {out['model']}, {out['seconds']:.0f} s, replay {out['replay']}")
-    print(table(out))
+    if not args.qa_root:
+        print(table(out))
 
 
 if __name__ == "__main__":

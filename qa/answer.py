@@ -155,11 +155,12 @@ class ModelQuote(BaseModel):
 _SCHEMA_MODELS: dict[tuple[Any, int], type[BaseModel]] = {}
 
 
-def answer_schema_model(output: Any = str, max_citations: int = 3) -> type[BaseModel]:
-    """The Pydantic model the model's JSON must satisfy: {"result": null} or {"result": {"answer", "quotes"}}."""
-    key = (output, max_citations)
+def answer_schema_model(output: Any = str, max_citations: int = 3, *, quotes: bool = True) -> type[BaseModel]:
+    """The Pydantic model the model's JSON must satisfy: {"result": null} or {"result": {"answer", "quotes"}}
+    (without "quotes" when `quotes` is False: the library then finds the sentences that state the answer)."""
+    key = (output, max_citations if quotes else 0)
     if key not in _SCHEMA_MODELS:
-        _SCHEMA_MODELS[key] = _build_schema_model(output, max_citations)
+        _SCHEMA_MODELS[key] = _build_schema_model(output, max_citations if quotes else 0)
     return _SCHEMA_MODELS[key]
 
 
@@ -168,13 +169,15 @@ def _build_schema_model(output: Any, max_citations: int) -> type[BaseModel]:
     # Nesting the quotes under a nullable result lets schema-constrained decoding require evidence
     # for every answer while still allowing a plain "not found", and keeps the root an object.
     suffix = "" if output is str else f"_{getattr(output, '__name__', 'Output')}"
-    cited = create_model(
-        "CitedAnswer" + suffix,
-        __config__=ConfigDict(extra="forbid"),
+    fields: dict[str, Any] = {
         # A bound on free-text answers keeps a small model's grammar-constrained output from running to max_tokens.
-        answer=(output, Field(max_length=600)) if output is str else (output, ...),
-        quotes=(list[ModelQuote], Field(min_length=1, max_length=max_citations)),
-    )
+        "answer": (output, Field(max_length=600)) if output is str else (output, ...),
+    }
+    if max_citations:
+        fields["quotes"] = (list[ModelQuote], Field(min_length=1, max_length=max_citations))
+    else:
+        suffix += "_Bare"
+    cited = create_model("CitedAnswer" + suffix, __config__=ConfigDict(extra="forbid"), **fields)
     result_type: Any = cited | None
     return create_model(
         "QAResponse" + suffix,

@@ -125,7 +125,7 @@ def _run_ask(args: argparse.Namespace) -> int:
             answer = index.ask(args.question)
             print(answer.model_dump_json() if args.json else answer)
     if not args.json and answer.found and not answer.verified:
-        print("  (some citations the model gave could not be verified and were dropped)")
+        print("  (unverified: no sentence of the documents states this answer)")
     return 0
 
 

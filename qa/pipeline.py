@@ -349,7 +349,12 @@ class Index:
             for p in passages
         )
         return [
-            {"role": "system", "content": self.prompts.render("system", max_citations=self.settings.max_citations)},
+            {
+                "role": "system",
+                "content": self.prompts.render("system", max_citations=self.settings.max_citations)
+                if self.settings.quotes == "copy"
+                else self.prompts.render("system_answer"),
+            },
             {"role": "user", "content": self.prompts.render("user", question=question, passages=rendered)},
         ]
 
@@ -432,7 +437,7 @@ class Index:
             return Answer[Any](
                 question=question, answer=None, found=False, usage=usage, model=model_name, decision="no_passages"
             )  # fmt: skip
-        schema_model = answer_schema_model(output, s.max_citations)
+        schema_model = answer_schema_model(output, s.max_citations, quotes=s.quotes == "copy")
         located = {p.number: (p.document_id, p.start, p.text) for p in passages}
         messages = self._messages(question, passages)
         top_logprobs = None if self.decline_threshold is None else _TOP_LOGPROBS
@@ -506,7 +511,9 @@ class Index:
             return Answer[Any](
                 answer=None, found=False, decision="unsure", proposed=proposed, decline_probability=declining, **common
             )  # fmt: skip
-        spans, quote_errors = verify_quotes(result.quotes, located, fuzzy=self.settings.fuzzy_quote_score)
+        spans, quote_errors = verify_quotes(
+            getattr(result, "quotes", ()), located, fuzzy=self.settings.fuzzy_quote_score
+        )
         if quote_errors:
             logger.debug("quotes that are not in the passages (hints only): %s", quote_errors)
         kinds = {(d, a, b): k for d, a, b, k in spans}

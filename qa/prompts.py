@@ -15,6 +15,7 @@ __all__ = ["PROMPT_VARIABLES", "PromptSet", "load_prompts"]
 # Every template, the variables it may use, and the ones it must use.
 PROMPT_VARIABLES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "system": (frozenset({"max_citations"}), frozenset()),
+    "system_answer": (frozenset(), frozenset()),
     "user": (frozenset({"question", "passages"}), frozenset({"question", "passages"})),
     "passage": (frozenset({"number", "text", "document_id"}), frozenset({"number", "text"})),
     "reask": (frozenset({"errors"}), frozenset({"errors"})),

@@ -159,6 +159,11 @@ class Settings(BaseModel):
         3, ge=1, le=10, description="LLM calls per question in all, counting re-asks after invalid output."
     )
     max_citations: int = Field(3, ge=1, le=20, description="Most quotes the model may give per answer.")
+    quotes: Literal["copy", "none"] = Field(
+        "copy",
+        description="copy: the model copies the sentences that state its answer (hints for attribution, ~60-90 "
+        "completion tokens); none: it writes only the answer and qa finds the sentences that state it.",
+    )
     fuzzy_quote_score: float | None = Field(
         92.0,
         ge=50.0,
@@ -177,8 +182,8 @@ class Settings(BaseModel):
     )
     require_citations: bool = Field(
         True,
-        description="Withhold an answer (found=False) when none of its citations could be verified, or when it "
-        "states a number (digits) that no verified citation states.",
+        description="Withhold an answer (found=False, decision 'unsupported') when no sentence of the passages states "
+        "what it states (its numbers and words); off: return it with verified=False and the quotes that were found.",
     )
 
     # --- response cache ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -149,3 +150,17 @@ def test_typed_answer_with_a_number_no_sentence_states_is_withheld(
     answer = qa.Index([seed_doc], settings).ask("How many casualties?", output=Casualties)
     assert not answer.found and answer.decision == "unsupported" and answer.usage.repeats == 1
     assert isinstance(answer.proposed, Casualties) and answer.proposed.killed_or_wounded == 9000
+
+
+def test_answer_only_replies_are_attributed_by_the_library(
+    server: OpenAIServer, settings: qa.Settings, seed_doc: qa.Document
+) -> None:
+    server.reply_json({"result": {"answer": "4000 killed or wounded"}}, completion_tokens=12)
+    answer = qa.Index([seed_doc], settings.model_copy(update={"quotes": "none"})).ask("How many casualties?")
+    assert answer.found and answer.answer == "4,000 killed or wounded" and answer.decision == "attributed"
+    assert [c.quote for c in answer.citations] == [SENTENCE_4000]
+    sent = server.requests[0]
+    schema = sent["response_format"]["json_schema"]["schema"]
+    assert "quotes" not in json.dumps(schema)
+    assert '{"result": {"answer": ...}}' in sent["messages"][0]["content"]
+    server.assert_done()
