@@ -61,15 +61,18 @@ class ReplayLLM:
         return self.inner.model
 
     def _key(self, request: LLMRequest) -> str:
-        blob = json.dumps([self.inner.model, request.messages, request.schema, request.top_logprobs], sort_keys=True)
+        # Asking for log-probabilities does not change the reply (they are recorded, not used to sample), so a
+        # reply recorded with them also answers the same request without them.
+        # (The key's last element is the top_logprobs every recording asks for, 10, whatever this request asks.)
+        blob = json.dumps([self.inner.model, request.messages, request.schema, 10], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def complete(self, request: LLMRequest) -> LLMResponse:
         key = self._key(request)
-        if key in self.replies:
+        if key in self.replies and (request.top_logprobs is None or self.replies[key]["logprobs"] is not None):
             self.hits += 1
             r = dict(self.replies[key])
-            logprobs = r.pop("logprobs")
+            logprobs = r.pop("logprobs") if request.top_logprobs is not None else r.pop("logprobs") and None
             return LLMResponse(
                 **r,
                 logprobs=None if logprobs is None else tuple(
@@ -122,6 +125,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )  # fmt: skip
         reports[path.name] = report.model_dump()
         print(f"{path.name}: done ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+        _write(args, settings, llm, started, reports)
+    return _write(args, settings, llm, started, reports)
+
+
+def _write(args: argparse.Namespace, settings: Any, llm: Any, started: float, reports: dict[str, Any]) -> dict[str, Any]:
+    """The result so far, written to --out after every dataset (a long run can be read before it ends)."""
     out = {
         "command": " ".join(sys.argv),
         "settings": json.loads(settings.model_dump_json(exclude={"api_key"})),

@@ -527,3 +527,28 @@ def test_cli_arguments(tmp_path: Path) -> None:
     for bad in (["--limit", "0"], ["--split", "train"]):
         with pytest.raises(SystemExit):
             parser.parse_args(["eval", str(tmp_path), *bad])
+
+
+def test_withheld_but_right_and_support_of_right_answers() -> None:
+    results = [
+        result(True, False, id="a1", f1=1.0, supported=True, proposed_f1=1.0, decision="quoted"),
+        result(True, False, id="a2", f1=0.6, supported=False, proposed_f1=0.6, decision="attributed"),
+        result(True, False, id="a3", f1=0.2, supported=False, proposed_f1=0.2, decision="quoted"),
+        result(True, True, id="a4", f1=0.0, proposed_f1=0.8, decision="unsupported"),  # right, but withheld
+        result(True, True, id="a5", f1=0.0, proposed_f1=0.0, decision="declined"),
+        result(False, True, id="u1", decision="declined"),
+    ]
+    s = ev.summarize(results)
+    assert s.correct == pytest.approx(2 / 5)  # a1, a2
+    assert s.correct_supported == pytest.approx(1 / 2)
+    assert s.withheld_correct == pytest.approx(1 / 5)  # a4
+    assert s.proposed_f1 == pytest.approx((1.0 + 0.6 + 0.2 + 0.8) / 5)
+    assert s.decisions == {"quoted": 2, "attributed": 1, "unsupported": 1, "declined": 2}
+
+
+def test_cites_answer_accepts_half_of_a_long_form_answer() -> None:
+    gold = "Mother-to-child transmission (MTCT) is the main cause of HIV-1 infection in children worldwide."
+    assert ev.cites_answer(["1828"], ["It was built in 1828."])
+    assert not ev.cites_answer(["1828"], ["It was built in 1829."])
+    assert ev.cites_answer([gold], ["MTCT is the main cause of HIV-1 infection in children."])
+    assert not ev.cites_answer([gold], ["HIV-1 spreads in many ways."])
