@@ -23,7 +23,7 @@ def run_cli(
     if server is not None:
         env |= {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test", "QA_MODEL": "gpt-4o-mini"}
     return subprocess.run(
-        [sys.executable, "-m", "qa", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "qa", *args], env=env, capture_output=True, text=True, timeout=300, check=False
     )
 
 
