@@ -90,7 +90,9 @@ class Citation(BaseModel):
         return " ".join(parts)
 
 
-Decision = Literal["quoted", "attributed", "declined", "unsure", "unsupported", "unverified", "no_passages"]
+Decision = Literal[
+    "quoted", "attributed", "declined", "unsure", "unsupported", "unrelated", "unverified", "no_passages"
+]
 
 
 class Answer(BaseModel, Generic[OutputT]):
@@ -110,7 +112,8 @@ class Answer(BaseModel, Generic[OutputT]):
         description="How the answer was reached: quoted (the model's own quotes state it), attributed (the library "
         "found the sentences that state it), declined (the model said the passages do not answer), unsure (the "
         "model's decline probability reached decline_threshold), unsupported (no sentence of the passages states "
-        "what the model answered: withheld), unverified (returned unsupported, require_citations off), "
+        "what the model answered: withheld), unrelated (the sentences that state it have nothing to do with the "
+        "question: withheld), unverified (returned unsupported, require_citations off), "
         "no_passages (nothing retrieved; the model was not called).",
     )
     proposed: Any = Field(

@@ -55,6 +55,8 @@ _STEMMER = Stemmer.Stemmer("english")
 # answer, which a model paraphrases) needs this share of its words (and at least this many) stated.
 _SHORT_CLAIM_WORDS = 2
 _LONG_CLAIM_COVERAGE = 0.6
+# Sentences on each side of a cited one that count as its context when comparing it with the question.
+_CONTEXT_SENTENCES = 0
 
 
 def number_key(number: str) -> str:
@@ -178,7 +180,7 @@ def _question_overlap(question: frozenset[str], chosen: Iterable[SourceSentence]
         return 1.0
     context: set[str] = set()
     for s in chosen:
-        for j in (s.order - 1, s.order, s.order + 1):
+        for j in range(s.order - _CONTEXT_SENTENCES, s.order + _CONTEXT_SENTENCES + 1):
             if 0 <= j < len(sentences) and sentences[j].document_id == s.document_id:
                 context |= sentences[j].words
     return len(question & context) / len(question)

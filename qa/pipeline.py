@@ -536,6 +536,16 @@ class Index:
                     decline_probability=declining, **common,
                 )  # fmt: skip
             return withheld, self.prompts.render("reask_unsupported", answer=stated[:300])
+        if (
+            self.settings.require_relevance
+            and attribution.question_overlap == 0.0
+            and not any(c.numbers for c in claims_of(proposed))
+        ):
+            logger.info("withholding %r: the sentences that state it share no word with the question", proposed)
+            return Answer[Any](
+                answer=None, found=False, decision="unrelated", proposed=proposed, decline_probability=declining,
+                **common,
+            )  # fmt: skip
         citations = self._citations([(d, a, b, kinds.get((d, a, b), "attributed")) for d, a, b in attribution.spans])
         answer = proposed
         if isinstance(answer, str):

@@ -180,6 +180,12 @@ class Settings(BaseModel):
         "(on SQuAD 2.0 dev questions), otherwise off. None: off, and no log-probabilities are requested. "
         "Env QA_DECLINE_THRESHOLD (a number, auto or off).",
     )
+    require_relevance: bool = Field(
+        True,
+        description="Withhold an answer that states no number (decision 'unrelated') when the sentences that state "
+        "it, with their neighbours, share no content word with the question: the model answered with words of "
+        "the passages that are about something else ('Who won the match?' -> a name from an unrelated sentence).",
+    )
     require_citations: bool = Field(
         True,
         description="Withhold an answer (found=False, decision 'unsupported') when no sentence of the passages states "

@@ -164,3 +164,21 @@ def test_answer_only_replies_are_attributed_by_the_library(
     assert "quotes" not in json.dumps(schema)
     assert '{"result": {"answer": ...}}' in sent["messages"][0]["content"]
     server.assert_done()
+
+
+def test_an_answer_from_sentences_unrelated_to_the_question_is_withheld(
+    server: OpenAIServer, settings: qa.Settings, seed_doc: qa.Document
+) -> None:
+    # The words are the article's, but nothing near them is about football.
+    server.reply_json(reply([(1, TELEGRAM)], "North Korean soldiers"))
+    answer = qa.Index([seed_doc], settings).ask("Who won the football match?")
+    assert not answer.found and answer.decision == "unrelated" and answer.proposed == "North Korean soldiers"
+    assert answer.citations == [] and answer.usage.calls == 1
+    # A numeric answer is judged by its number: "casualties" shares no word with "killed or wounded".
+    server.reply_json(reply([(1, TELEGRAM)], "4000"))
+    assert qa.Index([seed_doc], settings).ask("How many casualties?").decision == "attributed"
+    # Switched off, the answer is returned.
+    server.reply_json(reply([(1, TELEGRAM)], "North Korean soldiers"))
+    loose = settings.model_copy(update={"require_relevance": False})
+    assert qa.Index([seed_doc], loose).ask("Who won the football match?").found
+    server.assert_done()
