@@ -60,7 +60,7 @@ def whole(settings: qa.Settings) -> qa.Settings:
 
 
 def ask(server: OpenAIServer, settings: qa.Settings, paths: Any, quotes: list[tuple[int, str]]) -> qa.Answer[Any]:
-    server.reply_json(reply(quotes, "see the quotes"))
+    server.reply_json(reply(quotes, " ".join(q for _, q in quotes)))  # an answer its quotes state
     with qa.Index.from_paths(paths, whole(settings)) as index:
         answer = index.ask("What does the report say?")
         by_id = {d.id: d for d in index.documents}
