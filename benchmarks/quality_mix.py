@@ -154,7 +154,7 @@ def table(out: Mapping[str, Any]) -> str:
     rows = []
     everything: list[ItemResult] = []
     for name, raw in out["reports"].items():
-        items = EvalReport.model_validate(raw).items
+        items = [ItemResult.model_validate(i) for i in raw["items"]]
         everything.extend(items)
         rows.append((name, items))
     rows.append(("**all**", everything))
@@ -180,7 +180,7 @@ def curve(out: Mapping[str, Any]) -> str:
     """Answer rate (answerable) and abstention (unanswerable) if answers were declined at each threshold."""
     lines = ["| dataset | threshold | answer rate | abstention | right decisions | right answers kept |", "|---|---|---|---|---|---|"]
     for name, raw in out["reports"].items():
-        items = [i for i in EvalReport.model_validate(raw).items if i.error is None]
+        items = [i for i in (ItemResult.model_validate(x) for x in raw["items"]) if i.error is None]
         for t in (None, 0.0061, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5):
             def declined(i: ItemResult) -> bool:
                 if not i.found:
