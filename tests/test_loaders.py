@@ -260,7 +260,7 @@ def test_a_reopened_sqlite_index_still_cites_pages_and_sections(
     db = tmp_path / "reports.sqlite"
     with qa.Index.open(db, whole(settings)) as index:
         index.add([FIELD_REPORT_PDF, make_docx(tmp_path / "annual.docx")])
-    server.reply_json(reply([(1, DOCX_CASUALTIES), (2, NITRATE)], "see the quotes"))
+    server.reply_json(reply([(1, DOCX_CASUALTIES), (2, NITRATE)], f"{DOCX_CASUALTIES} {NITRATE}"))
     with qa.Index.open(db, whole(settings)) as reopened:
         answer = reopened.ask("What does the report say?")
     assert answer.found and answer.verified, answer
