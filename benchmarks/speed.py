@@ -144,7 +144,7 @@ FOLLOW_UPS = [
 ]
 
 
-def _timed_cli(python: str, env: dict[str, str], args: list[str]) -> tuple[float, int, str]:
+def _timed_cli(python: str, env: dict[str, str], args: list[str], cwd: Path = ROOT) -> tuple[float, int, str]:
     """`qa ask` run as a user runs it, from process start; peak RSS of that process from its rusage."""
     code = (
         "import resource, sys, runpy; sys.argv = ['qa', *sys.argv[1:]]\n"
@@ -154,7 +154,7 @@ def _timed_cli(python: str, env: dict[str, str], args: list[str]) -> tuple[float
         "sys.exit(status)\n"
     )
     started = time.perf_counter()
-    done = subprocess.run([python, "-c", code, *args], env=env, capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run([python, "-c", code, *args], env=env, capture_output=True, text=True, cwd=cwd)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"qa {' '.join(args)} failed: {done.stderr[-2000:]}")
@@ -208,7 +208,8 @@ def run_ask(args: argparse.Namespace) -> dict[str, Any]:
     if args.baseline:
         tree = _baseline_tree(args.baseline)
         base_env = {**fresh(), "PYTHONPATH": str(tree)}
-        theirs = [_timed_cli(python, base_env, ["ask", QUESTION, str(EXAMPLES)]) for _ in range(args.repeat)]
+        # run from the unpacked tree: `python -c` puts the working directory first on sys.path
+        theirs = [_timed_cli(python, base_env, ["ask", QUESTION, str(EXAMPLES)], tree) for _ in range(args.repeat)]
         result["baseline"] = args.baseline
         result["baseline_ask_seconds"] = [round(w, 2) for w, _, _ in theirs]
         result["baseline_peak_rss_mib"] = round(max(r for _, r, _ in theirs) / 1024)
