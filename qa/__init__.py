@@ -2,7 +2,9 @@
 
 from qa.answer import Answer, ChunkRef, Citation, Usage
 from qa.chunking import Chunk
+from qa.dense import DenseRetriever, HybridRetriever
 from qa.documents import Document, Location
+from qa.embed import Embedder, LocalEmbedder, OpenAIEmbedder
 from qa.errors import (
     AnswerValidationError,
     AuthenticationError,
@@ -39,11 +41,14 @@ __all__ = [
     "ChunkRef",
     "Citation",
     "ConfigurationError",
+    "DenseRetriever",
     "Document",
     "DocumentError",
+    "Embedder",
     "Failure",
     "Final",
     "Hit",
+    "HybridRetriever",
     "Index",
     "IngestReport",
     "InputError",
@@ -54,7 +59,9 @@ __all__ = [
     "LLMResponse",
     "LLMTimeoutError",
     "LoadResult",
+    "LocalEmbedder",
     "Location",
+    "OpenAIEmbedder",
     "OpenAILLM",
     "Passage",
     "PromptSet",

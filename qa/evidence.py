@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import blingfire
 
 from qa.chunking import Chunk
-from qa.retrieval import BM25Retriever, Passage
+from qa.dense import reciprocal_rank_fusion
+from qa.embed.base import Embedder
+from qa.retrieval import BM25Retriever, Hit, Passage
 
 __all__ = ["focus", "sentence_spans"]
 
@@ -70,6 +72,15 @@ def _regions(hits: Sequence[Chunk]) -> list[tuple[str, int, int, int]]:
     return out
 
 
+def _with_meaning(question: str, sentences: list[Chunk], lexical: list[Hit], embedder: Embedder) -> list[Hit]:
+    """Every sentence, ranked by reciprocal rank fusion of its BM25 rank (`lexical`) and its vector's similarity
+    to the question's."""
+    similarity = embedder.embed_passages([s.text for s in sentences]) @ embedder.embed_query(question)
+    order = sorted(range(len(sentences)), key=lambda i: -similarity[i])
+    by_meaning = [Hit(sentences[i], float(similarity[i])) for i in order]
+    return reciprocal_rank_fusion([lexical, by_meaning])
+
+
 def focus(
     question: str,
     hits: Sequence[Chunk],
@@ -78,12 +89,15 @@ def focus(
     budget_tokens: int,
     count_tokens: Callable[[str], int],
     neighbours: int = 1,
+    embedder: Embedder | None = None,
 ) -> list[Passage]:
     """Passages made of the sentences of `hits` (chunks, best first) that best match `question`.
 
     Each chosen sentence comes with up to `neighbours` sentences on each side; windows that touch are
     merged into one passage. Passages are numbered by relevance, and their text is `texts[doc][start:end]`.
-    When no sentence shares a term with the question, the chunks themselves are used, best first.
+    With an `embedder`, sentences are ranked by words and meaning together (BM25 and the cosine similarity of
+    their vectors, fused by reciprocal rank), so "casualties" finds "killed or wounded"; without one, by BM25,
+    and when no sentence shares a term with the question the chunks themselves are used, best first.
     """
     sentences: list[_Sentence] = []
     for region, (doc, start, end, rank) in enumerate(_regions(hits)):
@@ -95,6 +109,8 @@ def focus(
         for i, s in enumerate(sentences)
     ]
     scored = BM25Retriever(as_chunks).search(question, len(as_chunks))
+    if embedder is not None:
+        scored = _with_meaning(question, as_chunks, scored, embedder)
     # Sentences in order of relevance; ties go to the better-ranked chunk, then to document order.
     order = sorted(
         ((hit.score, hit.chunk.index) for hit in scored), key=lambda t: (-t[0], sentences[t[1]].rank, t[1])

@@ -31,7 +31,9 @@ from qa.settings import Settings
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionTokenLogprob
 
-__all__ = ["LLM", "LLMRequest", "LLMResponse", "OpenAILLM", "StreamingLLM", "TokenLogprob"]
+__all__ = [
+    "LLM", "LLMRequest", "LLMResponse", "OpenAILLM", "StreamingLLM", "TokenLogprob", "retry_policy", "translate_error",
+]
 
 logger = logging.getLogger("qa")
 
@@ -195,13 +197,39 @@ def _retry_after(exc: BaseException | None) -> float | None:
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
 
 
-def _translate(exc: BaseException, attempts: int, secrets: tuple[str, ...] = ()) -> errors.QAError:
+def retry_policy(settings: Settings, what: str = "LLM call") -> dict[str, Any]:
+    """tenacity's arguments for one call to a server (chat or embeddings): transient failures (429, 5xx, timeouts,
+    cut bodies) retried with exponential backoff and jitter, Retry-After honoured, bounded in count and time."""
+    s = settings
+    backoff = wait_exponential_jitter(multiplier=s.retry_initial_wait, max=s.retry_max_wait)
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        after = _retry_after(exc)
+        return min(after, s.retry_max_wait) if after is not None else float(backoff(state))
+
+    def log(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        logger.warning("%s failed (%s); retry %d", what, exc.__class__.__name__, state.attempt_number)
+
+    return {
+        "stop": stop_after_attempt(s.max_retries + 1) | stop_after_delay(s.retry_total_seconds),
+        "wait": wait,
+        "retry": retry_if_exception(_is_transient),
+        "before_sleep": log,
+        "reraise": True,
+    }
+
+
+def translate_error(
+    exc: BaseException, attempts: int, secrets: tuple[str, ...] = (), server: str = "the LLM server"
+) -> errors.QAError:
     """Turn an openai (or decode) exception into qa's error tree; whatever the server sent back is redacted."""
     n = f" after {attempts} attempt{'s' if attempts != 1 else ''}"
     if isinstance(exc, openai.APITimeoutError):
         return errors.LLMTimeoutError(f"the request timed out{n}", attempts=attempts)
     if isinstance(exc, openai.APIConnectionError):
-        return errors.LLMConnectionError(f"cannot reach the LLM server{n}: {redact(str(exc), secrets)}", attempts=attempts)
+        return errors.LLMConnectionError(f"cannot reach {server}{n}: {redact(str(exc), secrets)}", attempts=attempts)
     if isinstance(exc, openai.APIStatusError):
         kw: dict[str, Any] = {
             "status_code": exc.status_code,
@@ -209,7 +237,7 @@ def _translate(exc: BaseException, attempts: int, secrets: tuple[str, ...] = ())
             "attempts": attempts,
             "body": redact_data(exc.body, secrets),
         }
-        message = f"HTTP {exc.status_code} from the LLM server{n}: {redact(exc.message, secrets)}"
+        message = f"HTTP {exc.status_code} from {server}{n}: {redact(exc.message, secrets)}"
         if exc.status_code in (401, 403):
             return errors.AuthenticationError(message, **kw)
         if exc.status_code == 429:
@@ -217,7 +245,7 @@ def _translate(exc: BaseException, attempts: int, secrets: tuple[str, ...] = ())
         if exc.status_code >= 500:
             return errors.ServerError(message, **kw)
         return errors.RequestRejectedError(message, **kw)
-    return errors.ServerError(f"malformed response from the LLM server{n}: {redact(str(exc), secrets)}", attempts=attempts)
+    return errors.ServerError(f"malformed response from {server}{n}: {redact(str(exc), secrets)}", attempts=attempts)
 
 
 def _without_titles(schema: Any) -> Any:
@@ -364,7 +392,7 @@ class OpenAILLM:
         if not rejected:
             # Only a connection failure is chained: other exceptions carry the server's text, which may echo the key.
             cause = exc if isinstance(exc, openai.APIConnectionError) else None
-            raise _translate(exc, attempts, self._secrets) from cause
+            raise translate_error(exc, attempts, self._secrets) from cause
         if self.settings.structured_output != "auto" or mode == "text":
             raise errors.RequestRejectedError(
                 f"the server rejected response_format {mode!r}: {redact(str(exc), self._secrets)}", attempts=attempts
@@ -379,25 +407,7 @@ class OpenAILLM:
         logger.info("server rejected response_format %s; using %s from now on", mode, self._mode)
 
     def _retry_kwargs(self) -> dict[str, Any]:
-        s = self.settings
-        backoff = wait_exponential_jitter(multiplier=s.retry_initial_wait, max=s.retry_max_wait)
-
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            after = _retry_after(exc)
-            return min(after, s.retry_max_wait) if after is not None else float(backoff(state))
-
-        def log(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            logger.warning("LLM call failed (%s); retry %d", exc.__class__.__name__, state.attempt_number)
-
-        return {
-            "stop": stop_after_attempt(s.max_retries + 1) | stop_after_delay(s.retry_total_seconds),
-            "wait": wait,
-            "retry": retry_if_exception(_is_transient),
-            "before_sleep": log,
-            "reraise": True,
-        }
+        return retry_policy(self.settings)
 
     def _response(self, completion: ChatCompletion, attempts: int) -> LLMResponse:
         choice = completion.choices[0] if completion.choices else None
@@ -487,7 +497,7 @@ class OpenAILLM:
                         yield text
         except (openai.OpenAIError, json.JSONDecodeError) as exc:
             cause = exc if isinstance(exc, openai.APIConnectionError) else None  # as in _downgrade_or_raise
-            raise _translate(exc, attempts, self._secrets) from cause
+            raise translate_error(exc, attempts, self._secrets) from cause
         yield self._response_logged(reader.response(attempts))
 
     async def astream(self, request: LLMRequest) -> AsyncIterator[str | LLMResponse]:
@@ -516,7 +526,7 @@ class OpenAILLM:
                             yield text
             except (openai.OpenAIError, json.JSONDecodeError) as exc:
                 cause = exc if isinstance(exc, openai.APIConnectionError) else None
-                raise _translate(exc, attempts, self._secrets) from cause
+                raise translate_error(exc, attempts, self._secrets) from cause
             yield self._response_logged(reader.response(attempts))
 
     def _response_logged(self, result: LLMResponse) -> LLMResponse:

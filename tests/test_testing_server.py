@@ -218,7 +218,7 @@ def test_bad_json_and_unknown_path_are_answered_and_recorded(server: OpenAIServe
         resp = conn.getresponse()
         assert resp.status == 400
         assert "not JSON" in json.loads(resp.read())["error"]["message"]
-        conn.request("POST", "/v1/embeddings", b"{}", {"Content-Type": "application/json"})
+        conn.request("POST", "/v1/audio/speech", b"{}", {"Content-Type": "application/json"})
         resp = conn.getresponse()
         assert resp.status == 404
         resp.read()

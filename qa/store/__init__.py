@@ -17,6 +17,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from qa.chunking import Chunk
 from qa.documents import Document
 from qa.retrieval import Hit
@@ -118,6 +121,23 @@ class Store(Protocol):
 
     def search(self, query: str, k: int) -> list[Hit]:
         """The best `k` chunks for `query` by BM25, best first, only those that match at all."""
+        ...
+
+    def vector_documents(self, model: str) -> set[str]:
+        """The ids of the documents whose chunk vectors from embedding model `model` are stored."""
+        ...
+
+    def vectors(self, model: str) -> dict[str, npt.NDArray[np.float32]]:
+        """Each document's chunk vectors from `model`: one row per chunk, in chunk order."""
+        ...
+
+    def set_vectors(self, model: str, vectors: Mapping[str, npt.NDArray[np.floating]]) -> None:
+        """Store the chunk vectors of these documents (replacing theirs) in one transaction, as float16; they go
+        when their document is replaced or removed."""
+        ...
+
+    def clear_vectors(self) -> None:
+        """Remove every stored vector (of every model)."""
         ...
 
     def get_meta(self, key: str) -> str | None:

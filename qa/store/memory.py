@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
 
 from qa.chunking import Chunk
 from qa.documents import Document
@@ -29,6 +32,7 @@ class MemoryStore:
         self._items: dict[str, _Item] = {}
         self._meta: dict[str, str] = {}
         self._retriever: BM25Retriever | None = None
+        self._vectors: dict[str, tuple[str, npt.NDArray[np.float16]]] = {}  # document -> (model, chunk vectors)
         self._lock = threading.Lock()
 
     @property
@@ -44,13 +48,17 @@ class MemoryStore:
         with self._lock:
             for item in items:
                 self._items.pop(item.stored.id, None)
+                self._vectors.pop(item.stored.id, None)
                 self._items[item.stored.id] = item
             if items:
                 self._retriever = None
 
     def remove(self, ids: Iterable[str]) -> int:
         with self._lock:
-            removed = sum(self._items.pop(i, None) is not None for i in set(ids))
+            wanted = set(ids)
+            removed = sum(self._items.pop(i, None) is not None for i in wanted)
+            for i in wanted:
+                self._vectors.pop(i, None)
             if removed:
                 self._retriever = None
         return removed
@@ -94,6 +102,23 @@ class MemoryStore:
 
     def search(self, query: str, k: int) -> list[Hit]:
         return self.retriever().search(query, k)
+
+    def vector_documents(self, model: str) -> set[str]:
+        return {doc for doc, (m, _) in self._vectors.items() if m == model}
+
+    def vectors(self, model: str) -> dict[str, npt.NDArray[np.float32]]:
+        return {doc: v.astype(np.float32) for doc, (m, v) in self._vectors.items() if m == model}
+
+    def set_vectors(self, model: str, vectors: Mapping[str, npt.NDArray[np.floating]]) -> None:
+        with self._lock:
+            for doc, v in vectors.items():
+                if doc not in self._items or len(v) != len(self._items[doc].chunks):
+                    raise KeyError(f"{doc!r}: no stored document with {len(v)} chunks")
+            self._vectors.update((doc, (model, np.asarray(v, dtype=np.float16))) for doc, v in vectors.items())
+
+    def clear_vectors(self) -> None:
+        with self._lock:
+            self._vectors.clear()
 
     def get_meta(self, key: str) -> str | None:
         return self._meta.get(key)

@@ -80,3 +80,17 @@ def m002_chunk_terms(db: sqlite3.Connection) -> None:
 def m003_document_locations(db: sqlite3.Connection) -> None:
     """Where each stretch of a document's text is in its file: a JSON list of [start, page, section]."""
     db.execute("ALTER TABLE documents ADD COLUMN locations TEXT NOT NULL DEFAULT '[]'")
+
+
+@_migration
+def m004_document_vectors(db: sqlite3.Connection) -> None:
+    """Chunk vectors for retrieval by meaning: one row per document, its chunks' vectors as little-endian float16 in
+    chunk order, with the embedding model that made them (they go with the document when it is replaced)."""
+    db.execute(
+        """CREATE TABLE document_vectors (
+            document INTEGER PRIMARY KEY REFERENCES documents (id) ON DELETE CASCADE,
+            model TEXT NOT NULL,
+            dimension INTEGER NOT NULL,
+            vectors BLOB NOT NULL
+        )"""
+    )

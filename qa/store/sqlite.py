@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from qa.chunking import Chunk
 from qa.documents import Document, Location
@@ -294,6 +297,45 @@ class SQLiteStore:
         chunks = {r[0]: Chunk(r[1], r[2], r[3], r[4], r[6], r[5]) for r in rows}
         # FTS5's bm25() is lower for better matches; Hit.score is higher for better ones.
         return [Hit(chunks[rowid], -float(rank)) for rowid, rank in ranked]
+
+    def vector_documents(self, model: str) -> set[str]:
+        with self._transaction("reading vectors", write=False) as db:
+            rows = db.execute(
+                "SELECT d.doc_id FROM document_vectors v JOIN documents d ON d.id = v.document WHERE v.model = ?",
+                (model,),
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def vectors(self, model: str) -> dict[str, npt.NDArray[np.float32]]:
+        with self._transaction("reading vectors", write=False) as db:
+            rows = db.execute(
+                "SELECT d.doc_id, v.dimension, v.vectors FROM document_vectors v JOIN documents d ON d.id = v.document"
+                " WHERE v.model = ?",
+                (model,),
+            ).fetchall()
+        return {
+            doc: np.frombuffer(blob, dtype="<f2").reshape(-1, dimension).astype(np.float32)
+            for doc, dimension, blob in rows
+        }
+
+    def set_vectors(self, model: str, vectors: Mapping[str, npt.NDArray[np.floating]]) -> None:
+        rows = []
+        for doc, v in vectors.items():
+            array = np.asarray(v, dtype="<f2")
+            rows.append((doc, array.shape[1] if array.ndim == 2 else 0, len(array), array.tobytes()))
+        with self._transaction("storing vectors", write=True) as db:
+            for doc, dimension, n, blob in rows:
+                row = db.execute("SELECT id, chunks FROM documents WHERE doc_id = ?", (doc,)).fetchone()
+                if row is None or row[1] != n:
+                    raise KeyError(f"{doc!r}: no stored document with {n} chunks")
+                db.execute(
+                    "INSERT OR REPLACE INTO document_vectors (document, model, dimension, vectors) VALUES (?, ?, ?, ?)",
+                    (row[0], model, dimension, blob),
+                )
+
+    def clear_vectors(self) -> None:
+        with self._transaction("removing vectors", write=True) as db:
+            db.execute("DELETE FROM document_vectors")
 
     def get_meta(self, key: str) -> str | None:
         with self._transaction("reading the index settings", write=False) as db:

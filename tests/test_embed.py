@@ -1,0 +1,256 @@
+"""Embedders, dense and hybrid retrieval, and meaning in the evidence step."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+import qa
+from qa.chunking import Chunk
+from qa.dense import DenseRetriever, HybridRetriever, reciprocal_rank_fusion
+from qa.embed import Vectors, embedder_for, normalize, retrieval_mode
+from qa.embed.remote import OpenAIEmbedder
+from qa.errors import RateLimitError, RequestRejectedError
+from qa.retrieval import BM25Retriever, Hit
+from qa.testing import OpenAIServer
+
+
+def _chunk(doc: str, index: int, text: str = "") -> Chunk:
+    return Chunk(doc, index, 0, len(text), text, 1)
+
+
+def _remote(server: OpenAIServer, **kw: object) -> qa.Settings:
+    return qa.Settings(
+        base_url=server.base_url, api_key="sk-test", model="gpt-4o-mini", embedding_model="embed-test",
+        retry_initial_wait=0.01, retry_max_wait=0.05, timeout=5.0, **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+# --- fusion on hand-made rankings ------------------------------------------------------------
+
+
+def test_reciprocal_rank_fusion_sums_reciprocal_ranks() -> None:
+    a, b, c, d = (_chunk("doc", i) for i in range(4))
+    lexical = [Hit(a, 9.0), Hit(b, 5.0), Hit(c, 1.0)]
+    dense = [Hit(b, 0.9), Hit(c, 0.8), Hit(d, 0.1)]
+    fused = reciprocal_rank_fusion([lexical, dense], k=60)
+    # b: 1/62 + 1/61; c: 1/63 + 1/62; a: 1/61; d: 1/63
+    assert [h.chunk.index for h in fused] == [1, 2, 0, 3]
+    assert fused[0].score == pytest.approx(1 / 62 + 1 / 61)
+    assert fused[1].score == pytest.approx(1 / 63 + 1 / 62)
+    assert fused[3].score == pytest.approx(1 / 63)
+
+
+def test_reciprocal_rank_fusion_keeps_first_seen_order_on_ties_and_tells_documents_apart() -> None:
+    x, y = _chunk("x", 0), _chunk("y", 0)  # same chunk index, different documents
+    fused = reciprocal_rank_fusion([[Hit(x, 1.0)], [Hit(y, 1.0)]])
+    assert [h.chunk.document_id for h in fused] == ["x", "y"]
+    assert reciprocal_rank_fusion([]) == []
+
+
+# --- the remote embedder against the loopback server ---------------------------------------------
+
+
+def test_remote_embedder_batches_and_counts_usage(server: OpenAIServer) -> None:
+    embedder = OpenAIEmbedder(_remote(server, embedding_batch_size=2))
+    texts = ["alpha beta", "gamma", "delta epsilon zeta", "eta", "theta iota"]
+    vectors = embedder.embed_passages(texts)
+    assert [len(r["input"]) for r in server.embedding_requests] == [2, 2, 1]
+    assert all(r["model"] == "embed-test" for r in server.embedding_requests)
+    expected = normalize([server.embedding_vector(t) for t in texts])
+    np.testing.assert_allclose(vectors, expected, rtol=1e-6, atol=1e-6)
+    assert embedder.dimension == server.embedding_dimensions
+    assert (embedder.usage.calls, embedder.usage.texts, embedder.usage.tokens, embedder.usage.retries) == (3, 5, 9, 0)
+    assert embedder.model_id == f"openai:embed-test@{server.base_url}"
+    embedder.close()
+
+
+def test_remote_embedder_retries_transient_errors_like_chat_calls(server: OpenAIServer) -> None:
+    server.embedding_error(503)
+    server.embedding_error(429, headers={"Retry-After": "0"})
+    embedder = OpenAIEmbedder(_remote(server))
+    vector = embedder.embed_query("how many casualties")
+    assert len(server.embedding_requests) == 3
+    assert embedder.usage.retries == 2 and embedder.usage.calls == 1
+    np.testing.assert_allclose(vector, server.embedding_vector("how many casualties"), atol=1e-6)
+    server.assert_done()
+
+
+def test_remote_embedder_gives_up_after_max_retries(server: OpenAIServer) -> None:
+    for _ in range(3):
+        server.embedding_error(429)
+    embedder = OpenAIEmbedder(_remote(server, max_retries=2))
+    with pytest.raises(RateLimitError, match="embedding server after 3 attempts") as caught:
+        embedder.embed_query("q")
+    assert caught.value.status_code == 429 and caught.value.attempts == 3
+
+
+def test_remote_embedder_reports_a_too_long_input_at_once(server: OpenAIServer) -> None:
+    small = OpenAIServer(embedding_max_tokens=5)
+    with small:
+        embedder = OpenAIEmbedder(_remote(small))
+        with pytest.raises(RequestRejectedError, match="maximum context length is 5 tokens") as caught:
+            embedder.embed_passages(["short one", "one two three four five six seven"])
+        assert caught.value.status_code == 400
+        assert len(small.embedding_requests) == 1  # a 400 is not retried
+
+
+# --- retrieval modes through the Index ------------------------------------------------------------
+
+
+_DOCS = [
+    qa.Document(id="war.txt", text="The war left many soldiers killed or wounded near the border."),
+    qa.Document(id="bread.txt", text="Bake the bread at a high heat until the crust is brown."),
+    qa.Document(id="sea.txt", text="Ships sail across the sea with cargo and crew."),
+]
+
+
+def test_retrieval_modes_through_the_index(server: OpenAIServer) -> None:
+    for mode, expected in (("bm25", qa.BM25Retriever), ("dense", DenseRetriever), ("hybrid", HybridRetriever)):
+        settings = _remote(server, retrieval=mode, chunk_tokens=16, chunk_overlap=0)
+        with qa.Index(_DOCS, settings) as index:
+            assert isinstance(index.retriever, expected)
+            hits = index.retriever.search("bread crust heat", 2)
+            assert hits[0].chunk.document_id == "bread.txt"
+            assert (index.embedder is None) == (mode == "bm25")
+    # The chunks were embedded once per dense/hybrid index, in one batch, plus one query each.
+    assert [len(r["input"]) for r in server.embedding_requests] == [3, 1, 3, 1]
+
+
+def test_dense_retrieval_ranks_every_chunk_by_similarity(server: OpenAIServer) -> None:
+    embedder = OpenAIEmbedder(_remote(server))
+    chunks = [_chunk(d.id, 0, d.text) for d in _DOCS]
+    dense = DenseRetriever(chunks, embedder)
+    hits = dense.search("sail the sea", 3)
+    assert [h.chunk.document_id for h in hits][0] == "sea.txt"
+    assert len(hits) == 3  # meaning always has a nearest neighbour, unlike BM25
+    assert hits[0].score >= hits[1].score >= hits[2].score
+    assert dense.search("sea", 0) == []
+
+
+def test_auto_is_hybrid_when_an_embedder_is_available(server: OpenAIServer) -> None:
+    assert retrieval_mode(_remote(server)) == "hybrid"
+    assert retrieval_mode(qa.Settings(retrieval="dense")) == "dense"
+    assert qa.Settings.from_env({"QA_RETRIEVAL": "bm25", "QA_EMBEDDING_MODEL": "e"}).retrieval == "bm25"
+    assert isinstance(embedder_for(_remote(server)), OpenAIEmbedder)
+
+
+class _Concepts:
+    """A hand-made embedder: each text's vector counts words per concept (for unit tests of the evidence step)."""
+
+    model_id = "concepts"
+    dimension = 3
+    _CONCEPTS = ({"casualties", "killed", "wounded"}, {"bread", "crust"}, {"sea", "ships"})
+
+    def embed_passages(self, texts: Sequence[str]) -> Vectors:
+        rows = [[sum(w.strip(".,?").lower() in c for w in t.split()) + 0.01 for c in self._CONCEPTS] for t in texts]
+        return normalize(rows)
+
+    def embed_query(self, text: str) -> Vectors:
+        return self.embed_passages([text])[0]
+
+
+def test_focused_evidence_finds_a_sentence_by_meaning() -> None:
+    from qa.evidence import focus
+
+    text = (
+        "Ships sail across the sea with cargo. Bake the bread until the crust is brown. "
+        "Officials put the number of killed or wounded at 4,000. The weather was cold."
+    )
+    chunk = Chunk("d", 0, 0, len(text), text, 40)
+    kw = {"budget_tokens": 14, "count_tokens": lambda t: len(t.split()), "neighbours": 0}
+    by_words = focus("How many casualties?", [chunk], {"d": text}, **kw)  # type: ignore[arg-type]
+    assert "killed or wounded" not in by_words[0].text  # no shared word: chunk order
+    by_meaning = focus("How many casualties?", [chunk], {"d": text}, embedder=_Concepts(), **kw)  # type: ignore[arg-type]
+    assert by_meaning[0].text == "Officials put the number of killed or wounded at 4,000."
+
+
+def test_an_injected_embedder_makes_auto_hybrid(server: OpenAIServer) -> None:
+    settings = qa.Settings(base_url=server.base_url, api_key="sk-test", chunk_tokens=16, chunk_overlap=0)
+    with qa.Index(_DOCS, settings, embedder=_Concepts()) as index:
+        assert isinstance(index.retriever, HybridRetriever)
+        assert index.retriever.search("casualties", 1)[0].chunk.document_id == "war.txt"
+
+
+def test_bm25_hybrid_weighted_fusion_prefers_agreement() -> None:
+    chunks = [_chunk(d.id, 0, d.text) for d in _DOCS]
+    hybrid = HybridRetriever(BM25Retriever(chunks), DenseRetriever(chunks, _Concepts()), fusion="weighted")
+    assert hybrid.search("ships at sea", 1)[0].chunk.document_id == "sea.txt"
+    assert hybrid.search("casualties", 1)[0].chunk.document_id == "war.txt"  # no word in common: meaning decides
+
+
+# --- the bundled local model ----------------------------------------------------------------------
+
+
+def test_a_missing_or_corrupt_model_file_names_what_to_install(tmp_path: object) -> None:
+    from qa.embed import local
+
+    with pytest.raises(qa.ConfigurationError, match=r"package no-such-qa-package: pip install 'qa\[embed\]'"):
+        local._locate(local._File("no_such_qa_package", "model.onnx", "0" * 64, 1))
+    tampered = local._File(local._MODEL.package, local._MODEL.relative, "0" * 64, local._MODEL.size)
+    if importlib.util.find_spec(local._MODEL.package) is None:
+        pytest.skip("the embed extra is not installed")
+    with pytest.raises(qa.ConfigurationError, match=r"expected 0{64}; reinstall it: pip install 'qa\[embed\]'"):
+        local._locate(tampered)
+
+
+needs_embed = pytest.mark.embed
+
+
+@needs_embed
+def test_local_embedder_finds_casualties_by_meaning(seed_text: str) -> None:
+    from qa.embed import LocalEmbedder
+    from qa.evidence import sentence_spans
+
+    embedder = LocalEmbedder()
+    sentences = [seed_text[a:b] for a, b in sentence_spans(seed_text, 0, len(seed_text))]
+    vectors = embedder.embed_passages(sentences)
+    assert vectors.shape == (len(sentences), 384) and embedder.dimension == 384
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    best = sentences[int(np.argmax(vectors @ embedder.embed_query("How many casualties?")))]
+    assert "killed or wounded North Koreans at 4,000" in best
+    # The same text gives the same vector alone or in a batch (no dependence on padding).
+    np.testing.assert_allclose(embedder.embed_passages([sentences[3]])[0], vectors[3], atol=1e-5)
+
+
+@needs_embed
+def test_local_embedder_reads_a_long_passage_to_its_end() -> None:
+    from qa.embed import LocalEmbedder
+
+    embedder = LocalEmbedder()
+    filler = " ".join(["The committee met in the town hall to discuss the annual budget."] * 20)  # > 128 pieces
+    tail = "The volcano erupted and lava flowed into the sea near the fishing village."
+    whole, head_only = embedder.embed_passages([f"{filler} {tail}", filler])
+    query = embedder.embed_query("volcanic eruption")
+    assert float(whole @ query) > float(head_only @ query) + 0.05
+
+
+@needs_embed
+def test_hybrid_index_finds_the_article_among_distractors_and_quotes_the_right_sentence(
+    server: OpenAIServer, seed_text: str
+) -> None:
+    distractors = [
+        qa.Document(id=f"other{i}.txt", text=text * 6)
+        for i, text in enumerate(
+            [
+                "The stadium was full for the concert, and the fans sang along to every song. ",
+                "The casualty insurance market grew last year as premiums rose across many regions. ",
+                "North winds brought snow to the mountains, and many roads were closed for days. ",
+            ]
+        )
+    ]
+    docs = [qa.Document(id="nk.txt", text=seed_text), *distractors]
+    settings = qa.Settings(
+        base_url=server.base_url, api_key="k", chunk_tokens=96, chunk_overlap=16, max_context_tokens=120, top_k=3
+    )
+    with qa.Index(docs, settings) as index:
+        assert isinstance(index.retriever, HybridRetriever)
+        passages = index.retrieve("How many casualties?")
+    assert passages[0].document_id == "nk.txt"
+    assert "killed or wounded North Koreans at 4,000" in passages[0].text
+    # By words alone, "casualties" finds only the insurance text.
+    with qa.Index(docs, settings.model_copy(update={"retrieval": "bm25"})) as index:
+        assert {p.document_id for p in index.retrieve("How many casualties?")} == {"other1.txt"}
