@@ -25,6 +25,9 @@ Fusion = Literal["rrf", "weighted"]
 
 # Reciprocal rank fusion's constant (Cormack et al. 2009): a chunk at rank r of one list gains 1 / (K + r).
 RRF_K = 60
+# The dense score's share in weighted fusion: best mean of recall@5 and @20 on the dev half of
+# benchmarks/retrieval_dense.py (0.3-0.8 tried; see benchmarks/RESULTS.md).
+DENSE_WEIGHT = 0.7
 # Hits asked of each retriever before fusing: a chunk that one list ranks low can still win on the other.
 _CANDIDATES = 50
 
@@ -102,16 +105,17 @@ def weighted_fusion(
 
 
 class HybridRetriever:
-    """BM25 and dense retrieval fused: reciprocal rank fusion of their top candidates, or a weighted sum of their
-    scaled scores over those candidates."""
+    """BM25 and dense retrieval fused: by default a weighted sum of their scaled scores over their top candidates
+    (dense weight 0.7, chosen on the dev half of the multi-hop benchmark, where it beat reciprocal rank fusion),
+    or reciprocal rank fusion (`fusion="rrf"`)."""
 
     def __init__(
         self,
         lexical: Retriever,
         dense: DenseRetriever,
         *,
-        fusion: Fusion = "rrf",
-        weight: float = 0.5,
+        fusion: Fusion = "weighted",
+        weight: float = DENSE_WEIGHT,
         rrf_k: int = RRF_K,
         candidates: int = _CANDIDATES,
     ) -> None:

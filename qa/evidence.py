@@ -15,9 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import blingfire
+import numpy as np
 
 from qa.chunking import Chunk
-from qa.dense import reciprocal_rank_fusion
+from qa.dense import DENSE_WEIGHT, weighted_fusion
 from qa.embed.base import Embedder
 from qa.retrieval import BM25Retriever, Hit, Passage
 
@@ -73,12 +74,13 @@ def _regions(hits: Sequence[Chunk]) -> list[tuple[str, int, int, int]]:
 
 
 def _with_meaning(question: str, sentences: list[Chunk], lexical: list[Hit], embedder: Embedder) -> list[Hit]:
-    """Every sentence, ranked by reciprocal rank fusion of its BM25 rank (`lexical`) and its vector's similarity
-    to the question's."""
+    """Every sentence, ranked as the hybrid retriever ranks chunks: a weighted sum of its BM25 score (`lexical`)
+    and its vector's similarity to the question's, each scaled to [0, 1]."""
     similarity = embedder.embed_passages([s.text for s in sentences]) @ embedder.embed_query(question)
-    order = sorted(range(len(sentences)), key=lambda i: -similarity[i])
-    by_meaning = [Hit(sentences[i], float(similarity[i])) for i in order]
-    return reciprocal_rank_fusion([lexical, by_meaning])
+    bm25 = np.zeros(len(sentences), dtype=np.float32)
+    for hit in lexical:
+        bm25[hit.chunk.index] = hit.score
+    return weighted_fusion(sentences, bm25, similarity.astype(np.float32), DENSE_WEIGHT)
 
 
 def focus(
@@ -96,7 +98,8 @@ def focus(
     Each chosen sentence comes with up to `neighbours` sentences on each side; windows that touch are
     merged into one passage. Passages are numbered by relevance, and their text is `texts[doc][start:end]`.
     With an `embedder`, sentences are ranked by words and meaning together (BM25 and the cosine similarity of
-    their vectors, fused by reciprocal rank), so "casualties" finds "killed or wounded"; without one, by BM25,
+    their vectors, fused as the hybrid retriever fuses chunks), so "casualties" finds "killed or wounded"; without
+    one, by BM25,
     and when no sentence shares a term with the question the chunks themselves are used, best first.
     """
     sentences: list[_Sentence] = []

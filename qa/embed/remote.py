@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import urllib.parse
 import weakref
 from collections.abc import Sequence
 
@@ -40,9 +41,12 @@ class OpenAIEmbedder:
 
     @property
     def model_id(self) -> str:
-        """`openai:<model>` (with the endpoint's host when it is not OpenAI's)."""
+        """`openai:<model>`, with the endpoint (without credentials) when it is not OpenAI's."""
         url = self.settings.embedding_base_url or self.settings.base_url
-        return f"openai:{self.model}" + (f"@{url}" if url else "")
+        if not url:
+            return f"openai:{self.model}"
+        parts = urllib.parse.urlsplit(url)
+        return f"openai:{self.model}@{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
     @property
     def dimension(self) -> int:
