@@ -14,12 +14,10 @@ import numpy as np
 import numpy.typing as npt
 
 from qa.chunking import Chunk
-from qa.embed import embedder_for, retrieval_mode
 from qa.embed.base import Embedder, Vectors, embed_in_batches, normalize
-from qa.retrieval import BM25Retriever, Hit, Retriever
-from qa.settings import Settings
+from qa.retrieval import Hit, Retriever
 
-__all__ = ["DenseRetriever", "Fusion", "HybridRetriever", "reciprocal_rank_fusion", "retriever_for", "weighted_fusion"]
+__all__ = ["DenseRetriever", "Fusion", "HybridRetriever", "reciprocal_rank_fusion", "weighted_fusion"]
 
 Fusion = Literal["rrf", "weighted"]
 
@@ -151,20 +149,3 @@ class HybridRetriever:
             self.weight,
         )[:k]
 
-
-def retriever_for(
-    chunks: Sequence[Chunk], settings: Settings, embedder: Embedder | None = None
-) -> tuple[Retriever, Embedder | None]:
-    """The retriever `settings.retrieval` asks for over `chunks` (vectors computed now, in batches), and the
-    embedder it uses (None for bm25). auto is hybrid when an embedder is given or available, else bm25."""
-    mode = settings.retrieval
-    if mode == "auto":
-        mode = "hybrid" if embedder is not None else retrieval_mode(settings)
-    if mode == "bm25":
-        return BM25Retriever(chunks), None
-    if embedder is None:
-        embedder = embedder_for(settings)
-    dense = DenseRetriever(chunks, embedder, batch_size=settings.embedding_batch_size)
-    if mode == "dense":
-        return dense, embedder
-    return HybridRetriever(BM25Retriever(chunks), dense), embedder

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,7 +110,9 @@ _DOCS = [
 
 
 def test_retrieval_modes_through_the_index(server: OpenAIServer) -> None:
-    for mode, expected in (("bm25", qa.BM25Retriever), ("dense", DenseRetriever), ("hybrid", HybridRetriever)):
+    from qa.store.memory import MemoryStore
+
+    for mode, expected in (("bm25", MemoryStore), ("dense", DenseRetriever), ("hybrid", HybridRetriever)):
         settings = _remote(server, retrieval=mode, chunk_tokens=16, chunk_overlap=0)
         with qa.Index(_DOCS, settings) as index:
             assert isinstance(index.retriever, expected)
@@ -118,6 +121,76 @@ def test_retrieval_modes_through_the_index(server: OpenAIServer) -> None:
             assert (index.embedder is None) == (mode == "bm25")
     # The chunks were embedded once per dense/hybrid index, in one batch, plus one query each.
     assert [len(r["input"]) for r in server.embedding_requests] == [3, 1, 3, 1]
+
+
+# --- vectors persisted in the store ------------------------------------------------------------------
+
+
+def test_vectors_persist_across_reopen_and_only_changed_documents_are_embedded(
+    server: OpenAIServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "index.qa"
+    settings = _remote(server, retrieval="hybrid", chunk_tokens=16, chunk_overlap=0)
+    with qa.Index.open(path, settings) as index:
+        index.add(_DOCS)
+        assert sum(len(r["input"]) for r in server.embedding_requests) == 3
+        assert index.retriever.search("sail the sea", 1)[0].chunk.document_id == "sea.txt"
+    server.embedding_requests.clear()
+    with qa.Index.open(path, settings) as index:  # reopened: nothing embedded again
+        assert index.retriever.search("bake bread", 1)[0].chunk.document_id == "bread.txt"
+        assert [r["input"] for r in server.embedding_requests] == [["bake bread"]]
+        server.embedding_requests.clear()
+        index.add([qa.Document(id="sea.txt", text="The sea is calm tonight, and the ships are in harbour.")])
+        index.add([qa.Document(id="moon.txt", text="The moon rose over the hills.")])
+        # only the changed and the new document were embedded
+        assert [r["input"] for r in server.embedding_requests] == [
+            ["The sea is calm tonight, and the ships are in harbour."], ["The moon rose over the hills."]
+        ]
+        assert len(index.retriever.search("moon hills", 5)) == 4
+        index.remove("moon.txt")
+        assert {h.chunk.document_id for h in index.retriever.search("moon hills", 5)} == {
+            "war.txt", "bread.txt", "sea.txt"
+        }
+
+
+def test_a_model_change_embeds_everything_again_never_mixing_vectors(
+    server: OpenAIServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "index.qa"
+    first = _remote(server, retrieval="dense", chunk_tokens=16, chunk_overlap=0)
+    with qa.Index.open(path, first) as index:
+        index.add(_DOCS)
+    server.embedding_requests.clear()
+    other = first.model_copy(update={"embedding_model": "other-embedder"})
+    with caplog.at_level("WARNING", logger="qa"), qa.Index.open(path, other) as index:
+        assert "embedding every chunk again" in caplog.text
+        assert [(r["model"], len(r["input"])) for r in server.embedding_requests] == [("other-embedder", 3)]
+        assert index.store.get_meta("embedding_model") == f"openai:other-embedder@{server.base_url}"
+        assert index.store.vector_documents(f"openai:embed-test@{server.base_url}") == set()
+        assert len(index.retriever.search("sea", 3)) == 3
+
+
+def test_sqlite_and_memory_stores_keep_vectors_with_their_documents(tmp_path: Path) -> None:
+    from qa.store import Entry
+    from qa.store.memory import MemoryStore
+    from qa.store.sqlite import SQLiteStore
+
+    doc = qa.Document(id="a", text="one two")
+    chunks = [Chunk("a", 0, 0, 3, "one", 1), Chunk("a", 1, 4, 7, "two", 1)]
+    vectors = normalize([[1.0, 0.0], [0.6, 0.8]])
+    for store in (MemoryStore(), SQLiteStore(tmp_path / "s.qa")):
+        store.add([Entry(doc, chunks)])
+        store.set_vectors("m", {"a": vectors})
+        assert store.vector_documents("m") == {"a"} and store.vector_documents("n") == set()
+        np.testing.assert_allclose(store.vectors("m")["a"], vectors, atol=1e-3)  # stored as float16
+        with pytest.raises(KeyError):
+            store.set_vectors("m", {"a": vectors[:1]})  # one vector per chunk
+        store.add([Entry(doc, chunks)])  # replaced: its vectors are gone with the old version
+        assert store.vectors("m") == {}
+        store.set_vectors("m", {"a": vectors})
+        store.clear_vectors()
+        assert store.vector_documents("m") == set()
+        store.close()
 
 
 def test_dense_retrieval_ranks_every_chunk_by_similarity(server: OpenAIServer) -> None:
