@@ -119,7 +119,7 @@ def main() -> None:
     print(f"{len(docs)} documents, {len(chunks)} chunks; chunking {chunk_seconds:.1f}s, BM25 {bm25_seconds:.1f}s",
           file=sys.stderr)
 
-    embedder = LocalEmbedder()
+    embedder = LocalEmbedder(query_cache=0)  # every query embedded for real, as a new question would be
     embedder.embed_query("warm up")  # model load, not counted in throughput
     vectors, embed_meta = cached_vectors(chunks, embedder, args.batch)
     dense = DenseRetriever(chunks, embedder, vectors=vectors)

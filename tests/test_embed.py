@@ -80,6 +80,14 @@ def test_remote_embedder_retries_transient_errors_like_chat_calls(server: OpenAI
     server.assert_done()
 
 
+def test_a_repeated_question_is_embedded_once(server: OpenAIServer) -> None:
+    embedder = OpenAIEmbedder(_remote(server), query_cache=2)
+    for q in ("a", "b", "a", "c", "a", "b"):
+        embedder.embed_query(q)
+    # "a" stays cached while it is used; "b" was pushed out by "c"
+    assert [r["input"] for r in server.embedding_requests] == [["a"], ["b"], ["c"], ["b"]]
+
+
 def test_remote_embedder_gives_up_after_max_retries(server: OpenAIServer) -> None:
     for _ in range(3):
         server.embedding_error(429)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -11,7 +13,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Embedder", "EmbeddingUsage", "Vectors", "embed_in_batches", "normalize"]
+__all__ = ["Embedder", "EmbeddingUsage", "QueryCache", "Vectors", "embed_in_batches", "normalize"]
 
 logger = logging.getLogger("qa")
 
@@ -87,3 +89,27 @@ def embed_in_batches(
     if not parts:
         return np.zeros((0, embedder.dimension), dtype=np.float32)
     return np.concatenate(parts)
+
+
+class QueryCache:
+    """The vectors of the last `size` questions: retrieval and the evidence step embed the same question."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._vectors: OrderedDict[str, Vectors] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, text: str, embed: Callable[[str], Vectors]) -> Vectors:
+        """The cached vector of `text`, or `embed(text)` remembered."""
+        if self.size <= 0:
+            return embed(text)
+        with self._lock:
+            if (vector := self._vectors.get(text)) is not None:
+                self._vectors.move_to_end(text)
+                return vector
+        vector = embed(text)
+        with self._lock:
+            self._vectors[text] = vector
+            while len(self._vectors) > self.size:
+                self._vectors.popitem(last=False)
+        return vector

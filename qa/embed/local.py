@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from qa.embed.base import Vectors, normalize
+from qa.embed.base import QueryCache, Vectors, normalize
 from qa.errors import ConfigurationError
 
 __all__ = ["LocalEmbedder", "MODEL_ID"]
@@ -132,8 +132,9 @@ def _engine(threads: int | None) -> _Engine:
 class LocalEmbedder:
     """all-MiniLM-L6-v2 (int8 ONNX, 384 dimensions) in-process on the CPU; loaded on first use, once per process."""
 
-    def __init__(self, *, threads: int | None = None) -> None:
+    def __init__(self, *, threads: int | None = None, query_cache: int = 128) -> None:
         self._threads = threads
+        self._queries = QueryCache(query_cache)
 
     @staticmethod
     def check() -> None:
@@ -180,7 +181,10 @@ class LocalEmbedder:
         return normalize(summed)
 
     def embed_query(self, text: str) -> Vectors:
-        """The vector of a question (its first 128 word pieces)."""
+        """The vector of a question (its first 128 word pieces); the last `query_cache` questions are remembered."""
+        return self._queries.get(text, self._embed_query)
+
+    def _embed_query(self, text: str) -> Vectors:
         engine = _engine(self._threads)
         vector: Vectors = engine.run([engine.tokenizer.encode(text).ids])[0]
         return vector

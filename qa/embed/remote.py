@@ -14,7 +14,7 @@ import numpy as np
 import openai
 from tenacity import Retrying
 
-from qa.embed.base import EmbeddingUsage, Vectors, normalize
+from qa.embed.base import EmbeddingUsage, QueryCache, Vectors, normalize
 from qa.errors import ServerError
 from qa.llm import retry_policy, translate_error
 from qa.settings import Settings
@@ -27,7 +27,7 @@ logger = logging.getLogger("qa")
 class OpenAIEmbedder:
     """`Settings.embedding_model` on the server at `Settings.embedding_base_url` (or `base_url`)."""
 
-    def __init__(self, settings: Settings, *, client: openai.OpenAI | None = None) -> None:
+    def __init__(self, settings: Settings, *, client: openai.OpenAI | None = None, query_cache: int = 128) -> None:
         if not settings.embedding_model:
             raise ValueError("OpenAIEmbedder needs Settings.embedding_model")
         self.settings = settings
@@ -37,6 +37,7 @@ class OpenAIEmbedder:
         self._owns_client = client is None
         self._dimension: int | None = None
         self._lock = threading.Lock()
+        self._queries = QueryCache(query_cache)
         self._secrets = settings.secret_values()  # redacted from anything the server sends back
 
     @property
@@ -52,7 +53,7 @@ class OpenAIEmbedder:
     def dimension(self) -> int:
         """Learnt from the first vector the server returns (one request if none was made yet)."""
         if self._dimension is None:
-            self.embed_query("dimension")
+            self._request(["dimension"])
         assert self._dimension is not None
         return self._dimension
 
@@ -110,6 +111,5 @@ class OpenAIEmbedder:
         return np.concatenate([self._request(list(texts[i : i + size])) for i in range(0, len(texts), size)])
 
     def embed_query(self, text: str) -> Vectors:
-        """The vector of a question."""
-        vector: Vectors = self._request([text])[0]
-        return vector
+        """The vector of a question; the last `query_cache` questions are remembered."""
+        return self._queries.get(text, lambda t: self._request([t])[0])
