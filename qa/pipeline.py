@@ -192,12 +192,12 @@ class Index:
         self._retriever = retriever
         mode = self.settings.retrieval
         self.retrieval = mode if mode != "auto" else "hybrid" if embedder is not None else retrieval_mode(self.settings)
-        if self.retrieval != "bm25" and embedder is None:
+        if retriever is None and self.retrieval != "bm25" and embedder is None:
             embedder = embedder_for(self.settings)
         self.embedder = embedder  # ranks chunks (dense, hybrid) and the sentences of the retrieved ones by meaning
-        self._vectors = (
+        self._vectors = (  # none when a retriever is passed in: it does the ranking
             StoreVectors(self.store, embedder, batch_size=self.settings.embedding_batch_size)
-            if embedder is not None and self.retrieval != "bm25"
+            if retriever is None and embedder is not None and self.retrieval != "bm25"
             else None
         )
         self._own_llm = llm is None

@@ -43,14 +43,11 @@ _ENV: dict[str, str] = {
     "cache_dir": "QA_CACHE_DIR",
     "decline_threshold": "QA_DECLINE_THRESHOLD",
     "pdf_password": "QA_PDF_PASSWORD",
-<<<<<<< HEAD
     "local_amx": "QA_LOCAL_AMX",
     "cache": "QA_CACHE",
-=======
     "retrieval": "QA_RETRIEVAL",
     "embedding_model": "QA_EMBEDDING_MODEL",
     "embedding_base_url": "QA_EMBEDDING_BASE_URL",
->>>>>>> bbbf98e (Retrieval by meaning: qa.embed (Embedder protocol, bundled all-MiniLM-L6-v2 int8 ONNX checked by sha256, OpenAI-compatible /v1/embeddings with chat's retry policy), dense and hybrid retrievers, Settings.retrieval (auto: hybrid when an embedder is available), focused evidence by meaning; scripted /v1/embeddings on the test server; tests)
 }
 
 
@@ -143,8 +140,9 @@ class Settings(BaseModel):
     retrieval: Literal["auto", "bm25", "dense", "hybrid"] = Field(
         "auto",
         description="How chunks are ranked for a question: bm25 (words), dense (meaning: embedding vectors), or "
-        "hybrid (both, fused by reciprocal rank). auto: hybrid when an embedder is available (embedding_model is "
-        "set, or the local embedding model is installed: pip install 'qa[embed]'), else bm25. Env QA_RETRIEVAL.",
+        "hybrid (both, a weighted sum of their scaled scores). auto: hybrid when an embedder is available "
+        "(embedding_model is set, or the local embedding model is installed: pip install 'qa[embed]'), else bm25. "
+        "Env QA_RETRIEVAL.",
     )
     embedding_model: str | None = Field(
         None,

@@ -341,3 +341,11 @@ def test_remote_model_id_names_the_endpoint_without_credentials(server: OpenAISe
     url = f"http://user:hunter2@127.0.0.1:{server.port}/v1"
     embedder = OpenAIEmbedder(_remote(server).model_copy(update={"embedding_base_url": url}))
     assert embedder.model_id == f"openai:embed-test@http://127.0.0.1:{server.port}/v1"
+
+
+def test_a_retriever_passed_in_is_used_and_nothing_is_embedded(server: OpenAIServer) -> None:
+    chunks = [_chunk(d.id, 0, d.text) for d in _DOCS]
+    mine = BM25Retriever(chunks)
+    with qa.Index(_DOCS, _remote(server), retriever=mine) as index:
+        assert index.retriever is mine and index.embedder is None
+    assert server.embedding_requests == []
