@@ -8,10 +8,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
-from rapidfuzz import fuzz
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from rapidfuzz import fuzz
 
 from qa.attribution import NUMBER, number_key
+from qa.framing import FOLDED
 
 __all__ = [
     "Answer",
@@ -240,6 +241,7 @@ _QUOTE_MARKS = str.maketrans(
         "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"', "\u00ab": '"', "\u00bb": '"',
         "\u2013": "-", "\u2014": "-", "\u2212": "-", "\u2010": "-", "\u2011": "-",
         "\u00a0": " ",
+        **FOLDED,  # the full-width < > [ ] passages are shown with (qa.framing)
     }
 )  # fmt: skip
 _SPACE = re.compile(r"\s+")

@@ -31,6 +31,7 @@ from qa.documents import Document
 from qa.embed import Embedder, embedder_for, retrieval_mode
 from qa.evidence import focus
 from qa.errors import AnswerValidationError, InputError, QAError, StoreError
+from qa.framing import fence, neutralise
 from qa.ingest import IngestReport, Progress, ingest
 from qa.llm import LLM, LLMRequest, LLMResponse, OpenAILLM
 from qa.loaders import load
@@ -365,11 +366,14 @@ class Index:
     # --- prompt ----------------------------------------------------------------------------
 
     def _messages(self, question: str, passages: Sequence[Passage]) -> list[dict[str, str]]:
+        # Document text is untrusted: shown neutralised, inside a fence it cannot forge (qa.framing).
         rendered = "\n\n".join(
-            self.prompts.render("passage", number=p.number, text=p.text.strip(), document_id=p.document_id)
-            .rstrip("\n")
+            self.prompts.render(
+                "passage", number=p.number, text=neutralise(p.text).strip(), document_id=neutralise(p.document_id)
+            ).rstrip("\n")
             for p in passages
         )
+        tag = fence(p.text for p in passages)
         return [
             {
                 "role": "system",
@@ -377,7 +381,7 @@ class Index:
                 if self.settings.quotes == "copy"
                 else self.prompts.render("system_answer"),
             },
-            {"role": "user", "content": self.prompts.render("user", question=question, passages=rendered)},
+            {"role": "user", "content": self.prompts.render("user", question=question, passages=rendered, fence=tag)},
         ]
 
     def _budget(self, question: str) -> int:
@@ -460,7 +464,8 @@ class Index:
                 question=question, answer=None, found=False, usage=usage, model=model_name, decision="no_passages"
             )  # fmt: skip
         schema_model = answer_schema_model(output, s.max_citations, quotes=s.quotes == "copy")
-        located = {p.number: (p.document_id, p.start, p.text) for p in passages}
+        # Quotes are checked against the text the model was shown, which has the source's offsets.
+        located = {p.number: (p.document_id, p.start, neutralise(p.text)) for p in passages}
         messages = self._messages(question, passages)
         top_logprobs = None if self.decline_threshold is None else _TOP_LOGPROBS
         request = LLMRequest(tuple(messages), schema_model.model_json_schema(), "answer", top_logprobs)

@@ -16,7 +16,7 @@ __all__ = ["PROMPT_VARIABLES", "PromptSet", "load_prompts"]
 PROMPT_VARIABLES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "system": (frozenset({"max_citations"}), frozenset()),
     "system_answer": (frozenset(), frozenset()),
-    "user": (frozenset({"question", "passages"}), frozenset({"question", "passages"})),
+    "user": (frozenset({"question", "passages", "fence"}), frozenset({"question", "passages"})),
     "passage": (frozenset({"number", "text", "document_id"}), frozenset({"number", "text"})),
     "reask": (frozenset({"errors"}), frozenset({"errors"})),
     "reask_unsupported": (frozenset({"answer"}), frozenset({"answer"})),

@@ -97,7 +97,7 @@ def test_settings_from_env() -> None:
 
 def test_prompts_are_files_checked_and_overridable(tmp_path: Path) -> None:
     prompts = load_prompts()
-    assert "$" not in prompts.render("user", question="Q?", passages="[1] text")
+    assert "$" not in prompts.render("user", question="Q?", passages="[1] text", fence="passages-0")
     with pytest.raises(qa.ConfigurationError, match="unknown variable"):
         load_prompts({"user": "$question $passages $nonsense"})
     with pytest.raises(qa.ConfigurationError, match="must use"):
