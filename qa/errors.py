@@ -12,7 +12,8 @@
     │   ├── RateLimitError        429 still returned after every retry
     │   ├── ServerError           5xx still returned after every retry
     │   ├── LLMTimeoutError       the request timed out on every attempt
-    │   └── LLMConnectionError    the server could not be reached on every attempt
+    │   ├── LLMConnectionError    the server could not be reached on every attempt
+    │   └── ReplyTooLargeError    a reply longer than the completion budget allows (the server ignored max_tokens)
     └── AnswerValidationError     the model never produced output that parses against the schema
 """
 
@@ -31,6 +32,7 @@ __all__ = [
     "LLMTimeoutError",
     "QAError",
     "RateLimitError",
+    "ReplyTooLargeError",
     "RequestRejectedError",
     "ServerError",
     "StoreError",
@@ -106,6 +108,10 @@ class LLMTimeoutError(LLMError):
 
 class LLMConnectionError(LLMError):
     """The server could not be reached on every attempt."""
+
+
+class ReplyTooLargeError(LLMError):
+    """A reply longer than the completion budget (max_answer_tokens) allows: the server ignored max_tokens."""
 
 
 class AnswerValidationError(QAError):

@@ -167,6 +167,10 @@ def _is_logprobs_rejection(exc: openai.APIStatusError) -> bool:
     return exc.status_code in (400, 422, 500, 501) and "logprobs" in _error_text(exc)
 
 
+# What a body that is not JSON (or not UTF-8) raises from the openai client's parsing.
+_MALFORMED = (json.JSONDecodeError, UnicodeDecodeError)
+
+
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
         return True
@@ -175,7 +179,7 @@ def _is_transient(exc: BaseException) -> bool:
             return False
         return exc.status_code in (408, 409, 429) or exc.status_code >= 500
     # A body cut mid-way reaches us as a JSON decode error or a response validation error.
-    return isinstance(exc, (json.JSONDecodeError, openai.APIResponseValidationError))
+    return isinstance(exc, (*_MALFORMED, openai.APIResponseValidationError))
 
 
 def _retry_after(exc: BaseException | None) -> float | None:
@@ -444,7 +448,7 @@ class OpenAILLM:
                         attempts += 1
                         completion = client.chat.completions.create(**kwargs)
                 return self._response(completion, attempts)
-            except (openai.OpenAIError, json.JSONDecodeError) as exc:
+            except (openai.OpenAIError, *_MALFORMED) as exc:
                 self._downgrade_or_raise(mode, exc, attempts, kwargs)
 
     async def acomplete(self, request: LLMRequest) -> LLMResponse:
@@ -465,7 +469,7 @@ class OpenAILLM:
                         attempts += 1
                         completion = await client.chat.completions.create(**kwargs)
                 return self._response(completion, attempts)
-            except (openai.OpenAIError, json.JSONDecodeError) as exc:
+            except (openai.OpenAIError, *_MALFORMED) as exc:
                 self._downgrade_or_raise(mode, exc, attempts, kwargs)
 
     # --- streaming: the same request, read as server-sent events ----------------------------

@@ -33,6 +33,7 @@ from qa.evidence import focus
 from qa.errors import AnswerValidationError, InputError, QAError, StoreError
 from qa.framing import fence, neutralise
 from qa.ingest import IngestReport, Progress, ingest
+from qa.limits import check_documents, check_question, check_reply, json_depth, too_deep
 from qa.llm import LLM, LLMRequest, LLMResponse, OpenAILLM
 from qa.loaders import load
 from qa.prompts import PromptSet, load_prompts
@@ -82,10 +83,15 @@ def _extract_json(content: str) -> str:
     return content[start : end + 1] if 0 <= start < end else content
 
 
-def _validate_reply(schema_model: type[BaseModel], content: str, context: dict[str, Any] | None = None) -> BaseModel:
+def _validate_reply(
+    schema_model: type[BaseModel], content: str, context: dict[str, Any] | None = None, *, max_depth: int = 32
+) -> BaseModel:
     """The reply's JSON validated against `schema_model`; raw control characters (a line break typed
-    inside a string) are read as themselves, as many models write them and Python's json reads them."""
+    inside a string) are read as themselves, as many models write them and Python's json reads them.
+    JSON nested over `max_depth` is rejected unparsed."""
     text = _extract_json(content)
+    if json_depth(text, max_depth) > max_depth:
+        raise too_deep(schema_model.__name__, max_depth)
     try:
         return schema_model.model_validate_json(text, context=context)
     except PydanticValidationError as exc:
@@ -177,6 +183,7 @@ class Index:
         documents = list(documents)
         if store is None and not documents:
             raise InputError("no documents given")
+        check_documents(documents, self.settings)
         ids = [d.id for d in documents]
         if len(set(ids)) != len(ids):
             raise InputError("document ids must be unique")
@@ -427,11 +434,8 @@ class Index:
             count_tokens=lambda text: len(self.encoding.encode_ordinary(text)), embedder=self.embedder,
         )  # fmt: skip
 
-    @staticmethod
-    def _check_question(question: str) -> str:
-        if not isinstance(question, str) or not question.strip():
-            raise InputError("the question is empty")
-        return question.strip()
+    def _check_question(self, question: str) -> str:
+        return check_question(question, self.settings)
 
     # --- the answer loop, shared by ask and aask ----------------------------------------------
 
@@ -478,8 +482,9 @@ class Index:
             _count(usage, reply)
             model_name = reply.model or model_name
             content = reply.content
+            check_reply(content, s)
             try:
-                parsed = _validate_reply(schema_model, content)
+                parsed = _validate_reply(schema_model, content, max_depth=s.max_json_depth)
             except PydanticValidationError as exc:
                 errors = _format_errors(exc)
                 feedback = self.prompts.render("reask", errors="\n".join(f"- {e}" for e in errors))

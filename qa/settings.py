@@ -123,6 +123,17 @@ class Settings(BaseModel):
     pdf_password: SecretStr | None = Field(
         None, description="Password for encrypted PDFs (env QA_PDF_PASSWORD); qa.load(password=...) overrides it."
     )
+    max_documents: int = Field(
+        100_000, ge=1, description="Most documents one Index takes; more raise InputError (so do Documents given "
+        "directly whose text is over max_document_chars)."
+    )
+    max_question_chars: int = Field(
+        4_000, ge=1, description="Longest question accepted (characters); a longer one raises InputError."
+    )
+    max_json_depth: int = Field(
+        32, ge=4, description="Deepest JSON nesting accepted in a model's reply; a deeper reply is rejected as "
+        "invalid before it is parsed (re-asked, then AnswerValidationError)."
+    )
 
     # --- chunking and retrieval ------------------------------------------------------------
     chunk_tokens: int = Field(256, ge=16, le=8192, description="Maximum tokens per chunk.")
@@ -163,7 +174,10 @@ class Settings(BaseModel):
     )
 
     # --- the call -----------------------------------------------------------------------
-    max_answer_tokens: int = Field(512, ge=16, description="Completion budget (max_tokens) of each call.")
+    max_answer_tokens: int = Field(
+        512, ge=16, description="Completion budget (max_tokens) of each call. A reply longer than the budget allows "
+        "(over 16 characters a token: the server ignored it) raises ReplyTooLargeError, unparsed."
+    )
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
     seed: int | None = Field(0, description="Sampling seed sent to servers that honour it.")
     structured_output: StructuredOutput = Field(

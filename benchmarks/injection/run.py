@@ -137,6 +137,8 @@ def main() -> int:
     parser.add_argument("--framing", choices=("fenced", "none"), default="fenced")
     parser.add_argument("--out", type=Path, default=None, help="results JSONL (default benchmarks/out/...)")
     parser.add_argument("--report", type=Path, default=None, help="print the table of an existing results file")
+    parser.add_argument("--threads", type=int, default=None, help="local_threads (1 wastes less on a busy machine)")
+    parser.add_argument("--resume", action="store_true", help="append to --out, skipping the answers it holds")
     args = parser.parse_args()
     if args.report is not None:
         print(report([json.loads(line) for line in args.report.read_text(encoding="utf-8").splitlines()]))
@@ -146,15 +148,20 @@ def main() -> int:
     if args.ids:
         cases = [c for c in cases if c["id"] in args.ids.split(",")]
     cases = cases[: args.limit]
-    settings = qa.Settings.from_env()
+    settings = qa.Settings.from_env(local_threads=args.threads)
     prompts = load_prompts({"user": _PLAIN_USER, "system": _plain_system()} if args.framing == "none" else None)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.out or OUT / f"injection-{args.split}-{args.framing}-{stamp}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, out.open("w", encoding="utf-8") as sink:
+    if args.resume and out.exists():
+        rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    done = {(r["id"], r["injected"]) for r in rows}
+    with tempfile.TemporaryDirectory() as tmp, out.open("a" if args.resume else "w", encoding="utf-8") as sink:
         for case in cases:
             for injected in (False, True):
+                if (case["id"], injected) in done:
+                    continue
                 row = ask(case, injected, settings, prompts, Path(tmp))
                 rows.append(row)
                 sink.write(json.dumps(row, ensure_ascii=False) + "\n")
