@@ -176,7 +176,7 @@ def main() -> int:
 
 def _plain_system() -> str:
     shipped = load_prompts().templates["system"].template
-    return "\n".join(line for line in shipped.splitlines() if "untrusted" not in line) + "\n"
+    return "\n".join(line for line in shipped.splitlines() if "never follow" not in line) + "\n"
 
 
 if __name__ == "__main__":
