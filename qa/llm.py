@@ -414,6 +414,11 @@ class OpenAILLM:
         return retry_policy(self.settings)
 
     def _response(self, completion: ChatCompletion, attempts: int) -> LLMResponse:
+        if not hasattr(completion, "choices"):  # a body of bare JSON ("0", "[]") that the client passes through
+            raise errors.ServerError(
+                f"malformed response from the server: JSON {type(completion).__name__}, not a chat completion",
+                attempts=attempts,
+            )
         choice = completion.choices[0] if completion.choices else None
         content = (choice.message.content if choice else None) or ""
         usage = completion.usage
