@@ -16,6 +16,7 @@ from qa.errors import InputError, QAError, StoreError
 from qa.ingest import IngestReport, cache_path
 from qa.loaders import load
 from qa.pipeline import Index
+from qa.progress import Stages, reporting
 from qa.redact import RedactingFilter, redact, url_password
 from qa.settings import Settings
 from qa.tokens import encoding_for_model
@@ -30,35 +31,29 @@ def _settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k, None) for k in keys if getattr(args, k, None) is not None}
 
 
-class _Progress:
-    """A tqdm bar of files on a terminal (made on the first file, when the total is known); nothing otherwise."""
-
-    def __init__(self) -> None:
-        self.bar: Any = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            tqdm = importlib.import_module("tqdm").tqdm  # tqdm ships no type information
-            self.bar = tqdm(total=total, file=sys.stderr, unit="file", desc="indexing", leave=False)
-        self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _refresh(index: Index, paths: list[str], args: argparse.Namespace) -> IngestReport:
-    """Bring `index` up to date with `paths`; each file that failed is named on stderr."""
-    progress = _Progress() if sys.stderr.isatty() else None
-    try:
-        report = index.refresh(paths, strict=args.strict, progress=progress)
-    finally:
-        if progress is not None:
-            progress.close()
+    """Bring `index` up to date with `paths` (one bar on a terminal: files loaded, then chunks embedded); each file
+    that failed is named on stderr."""
+    report = index.refresh(paths, strict=args.strict, progress=sys.stderr.isatty())
     for failure in report.failed:
         print(f"qa: skipped {failure.path}: {failure.reason}", file=sys.stderr)
     logger.info("index %s: %s", index.store.path, report.summary())
     return report
+
+
+def _memory_index(args: argparse.Namespace, settings: Settings) -> Index:
+    """The PATHs loaded and indexed in memory (one bar on a terminal, as `_refresh`)."""
+    with reporting(sys.stderr.isatty(), default=False) as bar:
+        stages = Stages(bar)
+        loading = stages.stage("loading", "file") or False
+        if args.strict:
+            documents = load(args.paths, settings, progress=loading)
+        else:
+            loaded = load(args.paths, settings, errors="collect", progress=loading)
+            for failure in loaded.failed:
+                print(f"qa: skipped {failure}", file=sys.stderr)
+            documents = loaded.documents
+        return Index(documents, settings, progress=stages.stage("embedding", "chunk") or False)
 
 
 def _cached_index(paths: list[str], settings: Settings) -> Index:
@@ -66,29 +61,24 @@ def _cached_index(paths: list[str], settings: Settings) -> Index:
     encoding = encoding_for_model(None if settings.uses_local_model else settings.model_name).name
     path = cache_path(settings.resolved_cache_dir, paths, f"{settings.chunk_tokens}/{settings.chunk_overlap}/{encoding}")
     try:
-        return Index.open(path, settings)
+        return Index.open(path, settings, progress=sys.stderr.isatty())
     except StoreError as exc:
         logger.warning("cached index %s cannot be used (%s); making it again", path, exc)
         for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             stale.unlink(missing_ok=True)
-        return Index.open(path, settings)
+        return Index.open(path, settings, progress=sys.stderr.isatty())
 
 
 def _open_index(args: argparse.Namespace, settings: Settings) -> Index:
     if args.db is not None:
-        index = Index.open(args.db, settings)
+        index = Index.open(args.db, settings, progress=sys.stderr.isatty())
         if args.paths:
             _refresh(index, args.paths, args)
         return index
     if not args.paths:
         raise InputError("give files or folders to answer from, or an index file with --db FILE")
     if args.no_cache:
-        if args.strict:
-            return Index(load(args.paths, settings), settings)
-        loaded = load(args.paths, settings, errors="collect")
-        for failure in loaded.failed:
-            print(f"qa: skipped {failure}", file=sys.stderr)
-        return Index(loaded.documents, settings)
+        return _memory_index(args, settings)
     index = _cached_index(args.paths, settings)
     _refresh(index, args.paths, args)
     if len(index) == 0:
@@ -99,7 +89,7 @@ def _open_index(args: argparse.Namespace, settings: Settings) -> Index:
 
 def _run_index(args: argparse.Namespace) -> int:
     settings = Settings.from_env(**_settings_overrides(args))
-    with Index.open(args.db, settings) as index:
+    with Index.open(args.db, settings, progress=sys.stderr.isatty()) as index:
         report = _refresh(index, args.paths, args)
         print(f"{args.db}: {report.summary()}; {len(index):,} documents in the index")
     return 0

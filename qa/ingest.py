@@ -18,6 +18,7 @@ from qa.chunking import Chunk
 from qa.documents import Document
 from qa.errors import DocumentError, InputError
 from qa.loaders import load
+from qa.progress import Progress
 from qa.settings import Settings
 from qa.store import Entry, Source, Store, text_sha256
 
@@ -25,7 +26,6 @@ __all__ = ["Chunker", "Failure", "IngestReport", "Progress", "cache_path", "inge
 
 logger = logging.getLogger("qa")
 
-Progress = Callable[[int, int], None]
 Chunker = Callable[[Sequence[tuple[str, str]]], list[list[Chunk]]]
 # Documents are chunked and written in batches of about this many characters (or documents).
 _BATCH_CHARS = 4 << 20
@@ -166,7 +166,8 @@ def ingest(
     """Add documents and files to `store`, skipping files unchanged since they were stored; with
     `remove_missing`, also remove stored files below the given paths that are gone. A file that cannot be
     loaded (by `qa.loaders`, under `settings`' limits) is reported in `failed` (and logged), or raised with
-    `strict`. `progress(done, total)` is told of each file done."""
+    `strict`. `progress(done, total)` counts the files: `(0, files)` first, then after each file is read (and
+    queued for chunking and writing), the last once everything is written."""
     started = time.perf_counter()
     report = IngestReport()
     listed = [items] if isinstance(items, (Document, str, Path)) else list(items)
@@ -190,6 +191,8 @@ def ingest(
             writer.flush()
             _remove_missing(store, roots, {f.real for f in files}, report)
     writer.flush()
+    if progress is not None and files:
+        progress(len(files), len(files))
     report.seconds = time.perf_counter() - started
     return report
 
@@ -222,9 +225,11 @@ class _Files:
         self.taken: dict[str, str] = {}  # document id -> the file that gave it in this run
 
     def run(self, files: list[_File], progress: Progress | None) -> None:
+        if progress is not None:
+            progress(0, len(files))
         for done, file in enumerate(files, 1):
             self.one(file)
-            if progress is not None:
+            if progress is not None and done < len(files):  # the last: when all is written (ingest)
                 progress(done, len(files))
 
     def fail(self, path: str, reason: str, exc: Exception) -> None:

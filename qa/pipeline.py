@@ -32,17 +32,17 @@ from qa.embed import Embedder, embedder_for, retrieval_mode
 from qa.evidence import focus
 from qa.errors import AnswerValidationError, InputError, QAError, StoreError
 from qa.framing import fence, neutralise
-from qa.ingest import IngestReport, Progress, ingest
+from qa.ingest import IngestReport, ingest
 from qa.limits import check_documents, check_question, check_reply, json_depth, too_deep
 from qa.llm import LLM, LLMRequest, LLMResponse, OpenAILLM
 from qa.loaders import load
+from qa.progress import Progress, Stages, reporting
 from qa.prompts import PromptSet, load_prompts
 from qa.retrieval import BM25Retriever, Passage, Retriever, select_passages
 from qa.settings import Settings
 from qa.store import Entry, Store, StoredDocument, StoreStats, documents_of
 from qa.store.memory import MemoryStore
 from qa.store.sqlite import SQLiteStore
-from qa.streaming import Progress as AskProgress
 from qa.streaming import StreamEvent, arun_many, astream_flow, run_many, stream_flow
 from qa.tokens import encoding_for_model, get_encoding
 from qa.vectors import StoreVectors
@@ -178,7 +178,10 @@ class Index:
         embedder: Embedder | None = None,
         prompts: PromptSet | None = None,
         store: Store | None = None,
+        progress: Progress | bool | None = None,
     ) -> None:
+        """`progress`: told `(chunks embedded, chunks to embed)` when the index embeds chunks that have no vectors
+        yet; True for a bar on stderr (default: none)."""
         self.settings = settings if settings is not None else Settings.from_env()
         documents = list(documents)
         if store is None and not documents:
@@ -223,7 +226,9 @@ class Index:
                 Entry(d, chunks, None) for d, chunks in zip(documents, self._chunk([(d.id, d.text) for d in documents]))
             )
         if self._vectors is not None:
-            self._vectors.sync()  # vectors for the chunks that have none (all, in a new index), stored with them
+            with reporting(progress, default=False) as report:
+                # vectors for the chunks that have none (all, in a new index), stored with them
+                self._vectors.sync(Stages(report).stage("embedding", "chunk"))
 
     @classmethod
     def open(cls, path: str | Path, settings: Settings | None = None, **kwargs: Any) -> Index:
@@ -274,12 +279,12 @@ class Index:
             overlap_tokens=self.settings.chunk_overlap,
         )
 
-    def _changed(self) -> None:
+    def _changed(self, progress: Progress | None = None) -> None:
         self._documents.clear()
         self._stats = None
         self._document_tokens = None
         if self._vectors is not None:
-            self._vectors.sync()
+            self._vectors.sync(progress)
 
     @property
     def llm(self) -> LLM:
@@ -315,31 +320,46 @@ class Index:
         items: Document | str | Path | Iterable[Document | str | Path],
         *,
         strict: bool = False,
-        progress: Progress | None = None,
+        progress: Progress | bool | None = None,
     ) -> IngestReport:
         """Add Documents and files or folders (replacing stored ones with the same id; files unchanged since
-        they were stored are skipped). A file that cannot be loaded is reported in the result, or raised with `strict`."""
-        try:
-            return ingest(self.store, items, self._chunk, strict=strict, progress=progress, settings=self.settings)
-        finally:
-            self._changed()
+        they were stored are skipped). A file that cannot be loaded is reported in the result, or raised with `strict`.
+        `progress`: see `refresh`."""
+        return self._ingest(items, remove_missing=False, strict=strict, progress=progress)
 
     def refresh(
         self,
         paths: str | Path | Iterable[str | Path],
         *,
         strict: bool = False,
-        progress: Progress | None = None,
+        progress: Progress | bool | None = None,
     ) -> IngestReport:
         """Bring the index up to date with files and folders: re-read the files whose size, time or content
-        changed, add new ones, remove stored ones gone from below these paths."""
-        try:
-            return ingest(
-                self.store, paths, self._chunk, remove_missing=True, strict=strict, progress=progress,
-                settings=self.settings,
-            )  # fmt: skip
-        finally:
-            self._changed()
+        changed, add new ones, remove stored ones gone from below these paths.
+
+        `progress(done, total)` is told one growing count: the files, `(0, files)` first, then after each one is
+        read, chunked and stored; then, if the index embeds chunks, the total grows by the chunks to embed and
+        the count goes on through them. True: one bar on stderr ("loading" files, then "embedding" chunks);
+        default: none."""
+        return self._ingest(paths, remove_missing=True, strict=strict, progress=progress)
+
+    def _ingest(
+        self,
+        items: Document | str | Path | Iterable[Document | str | Path],
+        *,
+        remove_missing: bool,
+        strict: bool,
+        progress: Progress | bool | None,
+    ) -> IngestReport:
+        with reporting(progress, default=False) as report:
+            stages = Stages(report)
+            try:
+                return ingest(
+                    self.store, items, self._chunk, remove_missing=remove_missing, strict=strict,
+                    progress=stages.stage("loading", "file"), settings=self.settings,
+                )  # fmt: skip
+            finally:
+                self._changed(stages.stage("embedding", "chunk"))
 
     def remove(self, ids: str | Iterable[str]) -> int:
         """Remove documents by id; how many were stored."""
@@ -365,10 +385,19 @@ class Index:
 
     @classmethod
     def from_paths(
-        cls, paths: str | Path | Iterable[str | Path], settings: Settings | None = None, **kwargs: Any
+        cls,
+        paths: str | Path | Iterable[str | Path],
+        settings: Settings | None = None,
+        *,
+        progress: Progress | bool | None = None,
+        **kwargs: Any,
     ) -> Index:
-        """Load files or folders (text, Markdown, HTML, PDF, DOCX) and index them."""
-        return cls(load(paths, settings), settings, **kwargs)
+        """Load files or folders (text, Markdown, HTML, PDF, DOCX) and index them. `progress`: as `refresh`
+        (default: a bar when stderr is a terminal, as `qa.load`)."""
+        with reporting(progress, default=True) as report:
+            stages = Stages(report)
+            documents = load(paths, settings, progress=stages.stage("loading", "file") or False)
+            return cls(documents, settings, progress=stages.stage("embedding", "chunk") or False, **kwargs)
 
     # --- prompt ----------------------------------------------------------------------------
 
@@ -632,7 +661,7 @@ class Index:
         *,
         concurrency: int = 4,
         output: type[Any] = str,
-        progress: AskProgress | None = None,
+        progress: Progress | None = None,
     ) -> list[Answer[Any] | QAError]:
         """Answer many questions, up to `concurrency` at once: results in input order, and a QAError in place of
         each question that failed (the others still answered). `progress(done, total)` is called after each."""
@@ -644,7 +673,7 @@ class Index:
         *,
         concurrency: int = 4,
         output: type[Any] = str,
-        progress: AskProgress | None = None,
+        progress: Progress | None = None,
     ) -> list[Answer[Any] | QAError]:
         """Async `ask_many`."""
         return await arun_many(lambda q: self.aask(q, output=output), list(questions), concurrency, progress)

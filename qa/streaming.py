@@ -21,6 +21,7 @@ import jiter
 from qa.answer import Answer
 from qa.errors import QAError
 from qa.llm import LLM, LLMRequest, LLMResponse
+from qa.progress import Progress
 
 if TYPE_CHECKING:
     from qa.pipeline import Flow
@@ -186,9 +187,6 @@ async def astream_flow(flow: Flow, llm: LLM) -> AsyncIterator[StreamEvent]:
 
 
 # --- batches --------------------------------------------------------------------------------------------
-
-Progress = Callable[[int, int], None]
-
 
 def run_many(
     ask: Callable[[str], Answer[Any]], questions: list[str], concurrency: int, progress: Progress | None

@@ -14,6 +14,7 @@ import numpy as np
 from qa.chunking import Chunk
 from qa.dense import DenseRetriever, HybridRetriever
 from qa.embed.base import Embedder, Vectors, embed_in_batches
+from qa.progress import Progress
 from qa.retrieval import Retriever
 from qa.store import Store
 
@@ -24,6 +25,11 @@ logger = logging.getLogger("qa")
 _META_KEY = "embedding_model"
 # Documents whose vectors are written in one transaction: a process stopped mid-way keeps what it had embedded.
 _DOCUMENTS_PER_WRITE = 64
+
+
+def _after(progress: Progress, before: int, total: int) -> Progress:
+    """`progress` for one batch of texts: its count of texts follows the `before` embedded earlier."""
+    return lambda done, _: progress(before + done, total)
 
 
 class StoreVectors:
@@ -37,9 +43,10 @@ class StoreVectors:
         self._hybrid: HybridRetriever | None = None
         self._lock = threading.Lock()
 
-    def sync(self) -> int:
+    def sync(self, progress: Progress | None = None) -> int:
         """Embed the chunks of the documents that have no vectors from this model (all of them after a model
-        change) and store their vectors; how many chunks were embedded."""
+        change) and store their vectors; how many chunks were embedded. `progress(done, total)` counts chunks
+        (`(0, total)` first), and is not called when there is nothing to embed."""
         with self._lock:
             self._dense = self._hybrid = None
             model = self.embedder.model_id
@@ -52,13 +59,18 @@ class StoreVectors:
             if recorded != model:
                 self.store.set_meta(_META_KEY, model)
             have = self.store.vector_documents(model)
-            missing = [d.id for d in self.store if d.id not in have]
+            stored = [d for d in self.store if d.id not in have]
+            missing = [d.id for d in stored]
+            total = sum(d.chunks for d in stored)
+            if progress is not None and total:
+                progress(0, total)
             embedded = 0
             for start in range(0, len(missing), _DOCUMENTS_PER_WRITE):
                 ids = missing[start : start + _DOCUMENTS_PER_WRITE]
                 chunks = {doc: self.store.chunks(doc) for doc in ids}
                 texts = [c.text for doc in ids for c in chunks[doc]]
-                vectors = embed_in_batches(self.embedder, texts, batch_size=self.batch_size)
+                report = None if progress is None else _after(progress, embedded, total)
+                vectors = embed_in_batches(self.embedder, texts, batch_size=self.batch_size, progress=report)
                 out: dict[str, Vectors] = {}
                 at = 0
                 for doc in ids:

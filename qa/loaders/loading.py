@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from qa.loaders.docx import DOCXLoader
 from qa.loaders.html import HTMLLoader
 from qa.loaders.pdf import PDFLoader
 from qa.loaders.text import TextLoader
+from qa.progress import Progress, reporting
 from qa.settings import Settings
 
 __all__ = ["LOADERS", "LoadResult", "iter_load", "load", "loader_for", "supported_suffixes"]
@@ -154,25 +154,25 @@ def iter_load(
     settings: Settings | None = None,
     *,
     password: str | None = None,
-    progress: bool | None = None,
+    progress: Progress | bool | None = None,
     skip_unsupported: bool = False,
     loaders: Sequence[Loader] = LOADERS,
 ) -> Iterator[Document | DocumentError]:
     """Documents one at a time as files are read, and a DocumentError (yielded, not raised) for each that fails.
 
     Folders are walked (hidden files left out); a file in a folder whose suffix no loader reads is yielded as a
-    DocumentError unless `skip_unsupported`. `progress`: a bar on stderr (None: when stderr is a terminal).
-    Document ids are unique per call: a second file with an id already seen is yielded as a DocumentError.
+    DocumentError unless `skip_unsupported`. `progress`: a callback told `(files done, files)`, or True for a bar
+    on stderr (None, the default: when stderr is a terminal). Document ids are unique per call: a second file with an id already seen is yielded as a DocumentError.
     """
     settings = settings if settings is not None else Settings.from_env()
     options = _options(settings, password)
     tasks = list(_tasks(_paths(paths), loaders, skip_unsupported))
     files = sum(1 for t in tasks if not isinstance(t, DocumentError))
-    show = sys.stderr.isatty() if progress is None else progress
-    from tqdm import tqdm
-
     seen: set[str] = set()
-    with tqdm(total=files, desc="loading", unit="file", disable=not show or files < 2, leave=False) as bar:
+    with reporting(progress, default=True) as report:
+        if report is not None:
+            report(0, files)
+        done = 0
         for task in tasks:
             if isinstance(task, DocumentError):
                 yield task
@@ -192,7 +192,9 @@ def iter_load(
             else:
                 yield document
             finally:
-                bar.update(1)
+                done += 1
+                if report is not None:
+                    report(done, files)
 
 
 @overload
@@ -202,7 +204,7 @@ def load(
     *,
     errors: Literal["raise"] = "raise",
     password: str | None = None,
-    progress: bool | None = None,
+    progress: Progress | bool | None = None,
     loaders: Sequence[Loader] = LOADERS,
 ) -> list[Document]: ...
 @overload
@@ -212,7 +214,7 @@ def load(
     *,
     errors: Literal["collect"],
     password: str | None = None,
-    progress: bool | None = None,
+    progress: Progress | bool | None = None,
     loaders: Sequence[Loader] = LOADERS,
 ) -> LoadResult: ...
 def load(
@@ -221,7 +223,7 @@ def load(
     *,
     errors: Literal["raise", "collect"] = "raise",
     password: str | None = None,
-    progress: bool | None = None,
+    progress: Progress | bool | None = None,
     loaders: Sequence[Loader] = LOADERS,
 ) -> list[Document] | LoadResult:
     """Load files and folders (text, Markdown, HTML, PDF, DOCX) as Documents.
@@ -229,7 +231,8 @@ def load(
     errors="raise": the first file that cannot be read raises its DocumentError; files of unsupported types inside
     folders are skipped. errors="collect": returns a LoadResult with the documents read and one DocumentError per
     file that was not (unsupported types in folders included); it raises only when nothing at all was read.
-    `password` opens encrypted PDFs (default: Settings.pdf_password). `loaders`: the file types read, in sniffing
+    `password` opens encrypted PDFs (default: Settings.pdf_password). `progress`: a callback told `(files done,
+    files)`, True for a bar on stderr, False for none (None, the default: a bar when stderr is a terminal). `loaders`: the file types read, in sniffing
     order (add your own Loader in front of LOADERS).
     """
     if errors not in ("raise", "collect"):
