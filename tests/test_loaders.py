@@ -163,6 +163,53 @@ def test_docx_paragraphs_tables_and_heading_path(server: OpenAIServer, settings:
     assert all(c.page is None for c in answer.citations)
 
 
+# --- Markdown --------------------------------------------------------------------------------
+
+MD_CASUALTIES = "Officials put the number of killed or wounded at 4,000 by the end of March."
+MD_METHOD = "Every figure comes from the regional hospitals."
+MARKDOWN = f"""Field notes, not yet reviewed.
+
+# Kursk report
+
+The report covers the winter.
+
+## Results: *casualties*
+
+{MD_CASUALTIES}
+
+```python
+# not a heading: inside a code block
+print("4,000")
+```
+
+Method
+------
+
+{MD_METHOD}
+
+### [Sources](https://example.org/sources)
+
+Hospitals and officials.
+"""
+
+
+def test_markdown_headings_are_sections(server: OpenAIServer, settings: qa.Settings, tmp_path: Path) -> None:
+    path = tmp_path / "notes.md"
+    path.write_bytes(MARKDOWN.replace("\n", "\r\n").encode("utf-8"))  # Windows line ends: offsets still exact
+    (doc,) = qa.load(path)
+    assert doc.text == MARKDOWN.replace("\n", "\r\n") and doc.metadata["type"] == "Markdown"
+    assert [(doc.text[loc.start : loc.start + 4], loc.section) for loc in doc.locations] == [
+        ("# Ku", "Kursk report"), ("## R", "Kursk report › Results: casualties"), ("Meth", "Kursk report › Method"),
+        ("### ", "Kursk report › Method › Sources"),
+    ]  # fmt: skip
+    assert doc.location_at(0) is None  # before the first heading
+    answer = ask(server, settings, path, [(1, MD_CASUALTIES), (1, MD_METHOD)])
+    assert [(c.page, c.section) for c in answer.citations] == [
+        (None, "Kursk report › Results: casualties"), (None, "Kursk report › Method")
+    ]  # fmt: skip
+    assert str(answer).splitlines()[1].startswith("  [1] notes.md § Kursk report › Results: casualties:")
+
+
 # --- a mixed folder --------------------------------------------------------------------------
 
 

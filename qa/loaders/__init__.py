@@ -4,6 +4,7 @@ content for a file without one; bad files become typed DocumentErrors naming the
 from qa.loaders.base import Extracted, Loader, LoadOptions
 from qa.loaders.docx import DOCXLoader
 from qa.loaders.html import HTMLLoader
+from qa.loaders.markdown import MarkdownLoader
 from qa.loaders.loading import LOADERS, LoadResult, iter_load, load, loader_for, supported_suffixes
 from qa.loaders.pdf import PDFLoader
 from qa.loaders.text import TextLoader
@@ -16,6 +17,7 @@ __all__ = [
     "LoadOptions",
     "LoadResult",
     "Loader",
+    "MarkdownLoader",
     "PDFLoader",
     "TextLoader",
     "iter_load",

@@ -13,6 +13,7 @@ from qa.errors import DocumentError, InputError
 from qa.loaders.base import Loader, LoadOptions, one_line, size
 from qa.loaders.docx import DOCXLoader
 from qa.loaders.html import HTMLLoader
+from qa.loaders.markdown import MarkdownLoader
 from qa.loaders.pdf import PDFLoader
 from qa.loaders.text import TextLoader
 from qa.progress import Progress, reporting
@@ -23,7 +24,7 @@ __all__ = ["LOADERS", "LoadResult", "iter_load", "load", "loader_for", "supporte
 logger = logging.getLogger("qa")
 
 # Tried in this order when sniffing a file without a suffix; text, the fallback, last.
-LOADERS: tuple[Loader, ...] = (PDFLoader(), DOCXLoader(), HTMLLoader(), TextLoader())
+LOADERS: tuple[Loader, ...] = (PDFLoader(), DOCXLoader(), HTMLLoader(), MarkdownLoader(), TextLoader())
 
 
 def supported_suffixes(loaders: Sequence[Loader] = LOADERS) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""Plain text and Markdown files, read as UTF-8 exactly as they are."""
+"""Plain text files, read as UTF-8 exactly as they are (Markdown too, see qa.loaders.markdown)."""
 
 from __future__ import annotations
 
@@ -31,10 +31,10 @@ def binary_kind(data: bytes) -> str | None:
 
 
 class TextLoader:
-    """UTF-8 text (.txt, .md): the file's characters are the document's text, byte order mark aside."""
+    """UTF-8 text (.txt): the file's characters are the document's text, byte order mark aside."""
 
     kind = "text"
-    suffixes = (".txt", ".md", ".markdown", ".text")
+    suffixes = (".txt", ".text")
 
     def sniff(self, data: bytes) -> bool:
         """Text is the fallback: anything that is not binary and decodes as UTF-8."""
