@@ -11,8 +11,9 @@ of the passages itself:
   content words (all of them for a short answer, most of them for a long one);
 - the model's own verified quotes are tried first; when they do not support the answer, the library
   picks the sentences of the passages that do (preferring those the model quoted, then those that share
-  words with the question), up to `max_citations`;
-- typed answers are checked leaf by leaf: every number and every string a field states.
+  words with the question), up to `max_citations` (or one per sentence of a long-form answer);
+- typed answers are checked leaf by leaf: every number and every string a field states; an answer of several
+  sentences, sentence by sentence.
 
 A yes/no answer states nothing a sentence can contain; it is supported by the sentences that share the most
 words with the question. When nothing supports the answer, the caller withholds it (or asks again).
@@ -55,6 +56,8 @@ _STEMMER = Stemmer.Stemmer("english")
 # answer, which a model paraphrases) needs this share of its words (and at least this many) stated.
 _SHORT_CLAIM_WORDS = 2
 _LONG_CLAIM_COVERAGE = 0.6
+# The library cites at least one sentence per claim of a long-form answer, up to this many in all.
+_MAX_ATTRIBUTED = 8
 # Sentences on each side of a cited one that count as its context when comparing it with the question.
 _CONTEXT_SENTENCES = 0
 
@@ -129,7 +132,8 @@ def claims_of(answer: Any) -> list[Claim]:
             leaves.append(str(value))
 
     walk(answer)
-    return [Claim.of(leaf) for leaf in leaves if leaf.strip()]
+    # A long-form answer makes one claim a sentence: each must be stated, not just most of its words overall.
+    return [Claim.of(leaf[a:b]) for leaf in leaves if leaf.strip() for a, b in sentence_spans(leaf, 0, len(leaf))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,12 +238,13 @@ def attribute(
         spans = tuple((s.document_id, s.start, s.end) for s in chosen)
         return Attribution(spans, True, _question_overlap(question_words, chosen, sentences))
 
+    limit = max(max_citations, min(len(substantive), _MAX_ATTRIBUTED))
     need_numbers = set().union(*(c.numbers for c in substantive))
     need_words = set().union(*(c.words for c in substantive))
     have_numbers: set[str] = set()
     have_words: set[str] = set()
     chosen = []
-    while len(chosen) < max_citations and not _supported(substantive, have_numbers, have_words):
+    while len(chosen) < limit and not _supported(substantive, have_numbers, have_words):
         best: tuple[Any, ...] | None = None
         pick: SourceSentence | None = None
         for s in sentences:

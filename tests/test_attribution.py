@@ -182,3 +182,20 @@ def test_an_answer_from_sentences_unrelated_to_the_question_is_withheld(
     loose = settings.model_copy(update={"require_relevance": False})
     assert qa.Index([seed_doc], loose).ask("Who won the football match?").found
     server.assert_done()
+
+
+def test_a_long_form_answer_is_checked_sentence_by_sentence(seed_text: str) -> None:
+    # Four sentences of the article, restated: each is cited, more than max_citations (3) in all.
+    summary = (
+        "Seoul's National Intelligence Service confirmed the capture. "
+        "The SBU released video of the two prisoners on beds inside jail cells. "
+        "One soldier was carrying a Russian military ID card in the name of a man from Tuva. "
+        "Zelenskyy put the killed or wounded at 4,000."
+    )
+    cited = attributed(summary, seed_text, question="What happened to the captured soldiers?")
+    assert cited is not None and len(cited) == 4
+    assert cited[-1] == SENTENCE_4000 and all(c in seed_text for c in cited)
+    # One sentence the article does not state withholds the whole answer, however well the others are stated.
+    invented = summary + " They were later sent home by ship across the Pacific."
+    assert attributed(invented, seed_text, question="What happened to the captured soldiers?") is None
+    assert [c.text for c in claims_of("It rained. It did not snow.")] == ["It rained.", "It did not snow."]
