@@ -176,12 +176,22 @@ def table(out: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_THRESHOLDS = (None, 0.0061, 0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5)
+
+
 def curve(out: Mapping[str, Any]) -> str:
-    """Answer rate (answerable) and abstention (unanswerable) if answers were declined at each threshold."""
-    lines = ["| dataset | threshold | answer rate | abstention | right decisions | right answers kept |", "|---|---|---|---|---|---|"]
-    for name, raw in out["reports"].items():
-        items = [i for i in (ItemResult.model_validate(x) for x in raw["items"]) if i.error is None]
-        for t in (None, 0.0061, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5):
+    """Answer rate (answerable) and abstention (unanswerable) if answers were declined at each threshold, per dataset
+    and over all of them ("wrong given": answers a user would be misled by, a wrong answer or any answer to an
+    unanswerable question)."""
+    lines = [
+        "| dataset | threshold | answer rate | abstention | right decisions | right answers kept | wrong given |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    groups = {name: [i for i in (ItemResult.model_validate(x) for x in raw["items"]) if i.error is None]
+              for name, raw in out["reports"].items()}  # fmt: skip
+    groups["**all**"] = [i for items in groups.values() for i in items]
+    for name, items in groups.items():
+        for t in _THRESHOLDS:
             def declined(i: ItemResult) -> bool:
                 if not i.found:
                     return True
@@ -194,7 +204,11 @@ def curve(out: Mapping[str, Any]) -> str:
             abst = sum(declined(i) for i in un) / len(un) if un else None
             ok = (sum(not declined(i) for i in ans) + sum(declined(i) for i in un)) / len(items) if items else None
             kept = sum(not declined(i) for i in right) / len(right) if right else None
-            lines.append(f"| {name} | {t if t is not None else 'off'} | {_pct(rate)} | {_pct(abst)} | {_pct(ok)} | {_pct(kept)} |")
+            wrong = sum(not declined(i) and (i.f1 or 0) < CORRECT_F1 for i in ans) + sum(not declined(i) for i in un)
+            lines.append(
+                f"| {name} | {t if t is not None else 'off'} | {_pct(rate)} | {_pct(abst)} | {_pct(ok)} | {_pct(kept)} "
+                f"| {wrong} |"
+            )
     return "\n".join(lines) + "\n"
 
 
