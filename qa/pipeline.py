@@ -225,10 +225,16 @@ class Index:
             self.store.add(
                 Entry(d, chunks, None) for d, chunks in zip(documents, self._chunk([(d.id, d.text) for d in documents]))
             )
+        # Vectors for the chunks that have none (all, in a new index), stored with them. When the documents fit the
+        # prompt whole they are sent whole, so the vectors wait until retrieval first needs them: a one-file question
+        # loads no embedding model.
+        self._vectors_pending = False
         if self._vectors is not None:
-            with reporting(progress, default=False) as report:
-                # vectors for the chunks that have none (all, in a new index), stored with them
-                self._vectors.sync(Stages(report).stage("embedding", "chunk"))
+            if self._fit_whole(self._budget("")):
+                self._vectors_pending = True
+            else:
+                with reporting(progress, default=False) as report:
+                    self._vectors.sync(Stages(report).stage("embedding", "chunk"))
 
     @classmethod
     def open(cls, path: str | Path, settings: Settings | None = None, **kwargs: Any) -> Index:
@@ -284,7 +290,8 @@ class Index:
         self._stats = None
         self._document_tokens = None
         if self._vectors is not None:
-            self._vectors.sync(progress)
+            self._vectors.sync(progress)  # documents added or refreshed are embedded as part of the ingest
+            self._vectors_pending = False
 
     @property
     def llm(self) -> LLM:
@@ -301,6 +308,9 @@ class Index:
             return self._retriever
         if self._vectors is None:
             return self.store
+        if self._vectors_pending:
+            self._vectors.sync()
+            self._vectors_pending = False
         return self._vectors.retriever() if self.retrieval == "dense" else self._vectors.hybrid(self.store)
 
     @property

@@ -161,6 +161,27 @@ def test_vectors_persist_across_reopen_and_only_changed_documents_are_embedded(
         }
 
 
+def test_documents_that_fit_the_prompt_whole_are_never_embedded(server: OpenAIServer) -> None:
+    # Everything is sent to the model anyway: no embedding call, no embedding model loaded.
+    index = qa.Index(_DOCS, _remote(server, retrieval="hybrid"))
+    passages = index.retrieve("How many casualties?")
+    assert {p.document_id for p in passages} == {d.id for d in _DOCS}
+    assert server.embedding_requests == []
+    # A corpus over the budget is embedded on its first retrieval, once.
+    long_docs = [qa.Document(id=d.id, text=" ".join([d.text] * 8)) for d in _DOCS]  # ~100 tokens each
+    settings = _remote(server, retrieval="hybrid", chunk_tokens=32, chunk_overlap=0, max_context_tokens=64)
+    small = qa.Index(long_docs, settings)
+    assert server.embedding_requests == []
+    top = small.retrieve("How many casualties?")
+    assert top and sum(p.tokens for p in top) <= 64
+    chunks = {c.text for d in long_docs for c in small.store.chunks(d.id)}
+    first = [t for r in server.embedding_requests for t in r["input"]]
+    assert chunks <= set(first)
+    later = len(server.embedding_requests)
+    small.retrieve("Which ships sail?")
+    assert not chunks & {t for r in server.embedding_requests[later:] for t in r["input"]}  # chunks embedded once
+
+
 def test_a_model_change_embeds_everything_again_never_mixing_vectors(
     server: OpenAIServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -171,11 +192,13 @@ def test_a_model_change_embeds_everything_again_never_mixing_vectors(
     server.embedding_requests.clear()
     other = first.model_copy(update={"embedding_model": "other-embedder"})
     with caplog.at_level("WARNING", logger="qa"), qa.Index.open(path, other) as index:
+        assert server.embedding_requests == []  # opening an index embeds nothing; its first retrieval does
+        retriever = index.retriever
         assert "embedding every chunk again" in caplog.text
         assert [(r["model"], len(r["input"])) for r in server.embedding_requests] == [("other-embedder", 3)]
         assert index.store.get_meta("embedding_model") == f"openai:other-embedder@{server.base_url}"
         assert index.store.vector_documents(f"openai:embed-test@{server.base_url}") == set()
-        assert len(index.retriever.search("sea", 3)) == 3
+        assert len(retriever.search("sea", 3)) == 3
 
 
 def test_sqlite_and_memory_stores_keep_vectors_with_their_documents(tmp_path: Path) -> None:
