@@ -8,7 +8,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import tiktoken
 from pydantic import BaseModel
@@ -47,6 +47,9 @@ from qa.streaming import StreamEvent, arun_many, astream_flow, run_many, stream_
 from qa.tokens import encoding_for_model, get_encoding
 from qa.vectors import StoreVectors
 
+if TYPE_CHECKING:
+    from qa.local.registry import LocalModelSpec
+
 __all__ = ["Index", "ask"]
 
 logger = logging.getLogger("qa")
@@ -62,17 +65,31 @@ Flow = Generator[LLMRequest, LLMResponse, Answer[Any]]
 _TOP_LOGPROBS = 10
 
 
-def _decline_threshold(settings: Settings) -> float | None:
-    """Settings.decline_threshold with "auto" resolved: the bundled local model's calibrated value, else off."""
-    threshold = settings.decline_threshold
-    if threshold != "auto":
-        return threshold
+def _local_spec(settings: Settings) -> LocalModelSpec | None:
+    """The registry entry of the local model these settings run, if they run a registered one."""
     if not settings.uses_local_model:
         return None
     from qa import local  # imports no llama.cpp
 
-    spec = local.spec_for(settings.local_model)
-    return spec.decline_threshold if spec is not None else None
+    return local.spec_for(settings.local_model)
+
+
+def _quotes(settings: Settings) -> Literal["copy", "none"]:
+    """Settings.quotes with "auto" resolved: the registered local model's measured reply form, else copy."""
+    if settings.quotes != "auto":
+        return settings.quotes
+    spec = _local_spec(settings)
+    return spec.quotes if spec is not None else "copy"
+
+
+def _decline_threshold(settings: Settings, quotes: str) -> float | None:
+    """Settings.decline_threshold with "auto" resolved: the bundled local model's value calibrated for the reply
+    form in use, else off."""
+    threshold = settings.decline_threshold
+    if threshold != "auto":
+        return threshold
+    spec = _local_spec(settings)
+    return spec.decline_thresholds.get(quotes) if spec is not None else None
 
 
 def _extract_json(content: str) -> str:
@@ -220,7 +237,8 @@ class Index:
                 max_bytes=int(self.settings.cache_max_mb * 2**20),
             )
         self._caching: CachingLLM | None = None
-        self.decline_threshold = _decline_threshold(self.settings)
+        self.quotes = _quotes(self.settings)  # the reply form: the model copies its quotes, or answers only
+        self.decline_threshold = _decline_threshold(self.settings, self.quotes)
         if documents:
             self.store.add(
                 Entry(d, chunks, None) for d, chunks in zip(documents, self._chunk([(d.id, d.text) for d in documents]))
@@ -424,7 +442,7 @@ class Index:
             {
                 "role": "system",
                 "content": self.prompts.render("system", max_citations=self.settings.max_citations)
-                if self.settings.quotes == "copy"
+                if self.quotes == "copy"
                 else self.prompts.render("system_answer"),
             },
             {"role": "user", "content": self.prompts.render("user", question=question, passages=rendered, fence=tag)},
@@ -506,7 +524,7 @@ class Index:
             return Answer[Any](
                 question=question, answer=None, found=False, usage=usage, model=model_name, decision="no_passages"
             )  # fmt: skip
-        schema_model = answer_schema_model(output, s.max_citations, quotes=s.quotes == "copy")
+        schema_model = answer_schema_model(output, s.max_citations, quotes=self.quotes == "copy")
         # Quotes are checked against the text the model was shown, which has the source's offsets.
         located = {p.number: (p.document_id, p.start, neutralise(p.text)) for p in passages}
         messages = self._messages(question, passages)

@@ -195,10 +195,12 @@ class Settings(BaseModel):
         3, ge=1, le=10, description="LLM calls per question in all, counting re-asks after invalid output."
     )
     max_citations: int = Field(3, ge=1, le=20, description="Most quotes the model may give per answer.")
-    quotes: Literal["copy", "none"] = Field(
-        "copy",
-        description="copy: the model copies the sentences that state its answer (hints for attribution, ~60-90 "
-        "completion tokens); none: it writes only the answer and qa finds the sentences that state it.",
+    quotes: Literal["auto", "copy", "none"] = Field(
+        "auto",
+        description="copy: the model copies the sentences that state its answer (hints for attribution, ~60-100 "
+        "completion tokens); none: it writes only the answer (~25 tokens) and qa finds the sentences that state it; "
+        "auto: what was measured best per second for the bundled local model (none for the default 0.5B), copy for "
+        "any server.",
     )
     fuzzy_quote_score: float | None = Field(
         92.0,

@@ -161,6 +161,36 @@ def test_auto_uses_the_local_models_calibrated_threshold() -> None:
     assert qa.Index([doc], qa.Settings(decline_threshold=0.3), llm=FakeLLM()).decline_threshold == 0.3
 
 
+def test_auto_reply_form_is_the_local_models_measured_one_and_copy_for_a_server(
+    server: OpenAIServer, settings: qa.Settings, seed_doc: qa.Document
+) -> None:
+    from qa import local
+
+    spec = local.KNOWN_MODELS[local.DEFAULT_MODEL]
+    assert spec.quotes == "none" and set(spec.decline_thresholds) == {"none", "copy"}
+    doc = qa.Document(text="Paris is the capital of France.", id="d")
+    index = qa.Index([doc], qa.Settings(), llm=FakeLLM())
+    assert (index.quotes, index.decline_threshold) == ("none", spec.decline_thresholds["none"])
+    # the threshold follows the reply form the user chose: each was calibrated on its own replies
+    copying = qa.Index([doc], qa.Settings(quotes="copy"), llm=FakeLLM())
+    assert (copying.quotes, copying.decline_threshold) == ("copy", spec.decline_thresholds["copy"])
+    assert spec.decline_thresholds["none"] != spec.decline_thresholds["copy"]
+    # a registered model without a calibration for the chosen form does not decline on the probability
+    big = qa.Settings(local_model="qwen2.5-coder-1.5b", quotes="none")
+    assert qa.Index([doc], big, llm=FakeLLM()).decline_threshold is None
+    # a server: quotes are copied, and the schema the model is sent asks for them
+    assert settings.quotes == "auto"
+    server.reply_json(GOOD)
+    hosted = qa.Index([seed_doc], settings)
+    assert hosted.quotes == "copy"
+    hosted.ask("How many casualties?")
+    assert "quotes" in json.dumps(server.requests[0]["response_format"])
+    # answer-only through the same server: no quotes asked for
+    server.reply_json({"result": {"answer": "4,000"}})
+    qa.Index([seed_doc], settings.model_copy(update={"quotes": "none"})).ask("How many casualties?")
+    assert "quotes" not in json.dumps(server.requests[-1]["response_format"])
+
+
 @pytest.mark.parametrize("bad", [0.0, -0.1, 1.5, "sometimes"])
 def test_bad_threshold_is_a_configuration_error(bad: Any) -> None:
     with pytest.raises(qa.ConfigurationError, match="decline_threshold"):
