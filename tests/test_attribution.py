@@ -177,6 +177,12 @@ def test_an_answer_from_sentences_unrelated_to_the_question_is_withheld(
     # A numeric answer is judged by its number: "casualties" shares no word with "killed or wounded".
     server.reply_json(reply([(1, TELEGRAM)], "4000"))
     assert qa.Index([seed_doc], settings).ask("How many casualties?").decision == "attributed"
+    # Answer only: qa picks the article's first sentence, which names the soldiers "who were fighting"; a question's
+    # interrogative ("who") is not a word the sentence shares with it.
+    server.reply_json({"result": {"answer": "North Korean soldiers"}})
+    answer_only = qa.Index([seed_doc], settings.model_copy(update={"quotes": "none"}))
+    answer = answer_only.ask("Who won the football match?")
+    assert not answer.found and answer.decision == "unrelated"
     # Switched off, the answer is returned.
     server.reply_json(reply([(1, TELEGRAM)], "North Korean soldiers"))
     loose = settings.model_copy(update={"require_relevance": False})
