@@ -100,7 +100,7 @@ KNOWN_MODELS: Mapping[str, LocalModelSpec] = MappingProxyType(
             # benchmarks/quality_mix.py on the dev mix of every eval dataset (60 items, seed 1): answer-only replies
             # scored F1 23% at 3.5 s per question vs 27% at 5.3 s with copied quotes (more F1 per second; on test
             # 37% vs 34%), so they are this model's default. Thresholds: where right answer/abstain decisions peak
-            # on that dev mix (answer-only: 72% vs 67% without; copy: 83.3% vs 80.0%).
+            # on that dev mix (answer-only: 72% vs 67% without; copy: 72% vs 68%).
             quotes="none",
             decline_thresholds={"none": 0.03, "copy": 0.01},
         ),
