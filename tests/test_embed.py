@@ -372,3 +372,82 @@ def test_a_retriever_passed_in_is_used_and_nothing_is_embedded(server: OpenAISer
     with qa.Index(_DOCS, _remote(server), retriever=mine) as index:
         assert index.retriever is mine and index.embedder is None
     assert server.embedding_requests == []
+
+
+# --- search at scale: the matrix kept, binary codes shortlisting -------------------------------------
+
+
+class _Fixed:
+    """An embedder over given vectors: passages are never embedded here, a query names its vector's row."""
+
+    model_id = "fixed"
+
+    def __init__(self, vectors: Vectors) -> None:
+        self.vectors = vectors
+        self.dimension = vectors.shape[1]
+
+    def embed_passages(self, texts: Sequence[str]) -> Vectors:
+        raise AssertionError("passages are given their vectors")
+
+    def embed_query(self, text: str) -> Vectors:
+        return self.vectors[int(text)]
+
+
+def _clustered(n: int, dimension: int = 48, seed: int = 0) -> Vectors:
+    """`n` unit vectors around n // 8 centres: near neighbours exist, as in real chunk vectors."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(n // 8, 1), dimension))
+    return normalize(centres[rng.integers(0, len(centres), n)] + rng.normal(0, 0.3, (n, dimension)))
+
+
+def test_shortlisted_search_returns_the_exact_ranking() -> None:
+    vectors = _clustered(2_000, dimension=384)  # as many bits as the bundled model's vectors have dimensions
+    # questions near some chunks, as a question is near the chunks that answer it
+    queries = normalize(vectors[::100] + np.random.default_rng(1).normal(0, 0.02, (20, vectors.shape[1])))
+    chunks = [_chunk(f"d{i}", 0) for i in range(len(vectors))]
+    exact = DenseRetriever(chunks, _Fixed(queries), vectors=vectors)
+    coded = DenseRetriever(chunks, _Fixed(queries), vectors=vectors, exact_limit=0, shortlist=200)
+    assert exact._codes is None and coded._codes is not None and coded._codes.dtype == np.uint64
+    for q in range(len(queries)):
+        top, scores = exact.nearest(queries[q], 5)
+        shortlisted, shortlisted_scores = coded.nearest(queries[q], 5)
+        assert shortlisted.tolist() == top.tolist()
+        assert np.allclose(shortlisted_scores, scores)
+        assert [h.chunk for h in coded.search(str(q), 5)] == [chunks[i] for i in top.tolist()]
+    # a shortlist as long as the corpus is exact search, whatever the codes say
+    whole = DenseRetriever(chunks, _Fixed(queries), vectors=vectors, exact_limit=0, shortlist=len(chunks))
+    assert whole.nearest(queries[0], 50)[0].tolist() == exact.nearest(queries[0], 50)[0].tolist()
+
+
+def test_hybrid_search_fuses_like_the_full_scores() -> None:
+    vectors = _clustered(300)
+    queries = normalize(vectors[::60] + np.random.default_rng(2).normal(0, 0.05, (5, vectors.shape[1])))
+    chunks = [Chunk(f"d{i}", 0, 0, 10, f"word{i % 7} other{i % 11}", 2) for i in range(len(vectors))]
+    lexical = BM25Retriever(chunks)
+    dense = DenseRetriever(chunks, _Fixed(queries), vectors=vectors)
+    for fusion in ("weighted", "rrf"):
+        hybrid = HybridRetriever(lexical, dense, fusion=fusion)  # type: ignore[arg-type]
+        for q in range(len(queries)):
+            # the query text is both the lexical question and (as a row number) the dense one
+            full = hybrid.fuse(lexical.search(str(q), 50), vectors @ queries[q], 5)
+            hits = hybrid.search(str(q), 5)
+            assert [h.chunk for h in hits] == [h.chunk for h in full]
+            assert np.allclose([h.score for h in hits], [h.score for h in full])
+
+
+def test_the_search_matrix_is_kept_until_the_vectors_change(server: OpenAIServer) -> None:
+    with qa.Index(_DOCS, _remote(server, chunk_tokens=16, chunk_overlap=0)) as index:
+        first = index.retriever
+        assert isinstance(first, HybridRetriever)
+        matrix = first.dense.vectors
+        assert index.retriever is first and index.retriever.dense.vectors is matrix  # not rebuilt per question
+        assert matrix.dtype == np.float32 and matrix.flags.c_contiguous
+        index.add(qa.Document(id="bees.txt", text="Bees make honey in the hive."))
+        second = index.retriever
+        assert isinstance(second, HybridRetriever)
+        assert second is not first and second.dense.vectors.shape[0] == matrix.shape[0] + 1
+        index.remove(["bees.txt"])
+        third = index.retriever
+        assert isinstance(third, HybridRetriever)
+        assert third.dense.vectors.shape[0] == matrix.shape[0]
+        assert "bees.txt" not in {c.document_id for c in third.dense.chunks}
