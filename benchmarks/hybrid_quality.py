@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/hybrid_quality.py multihop --split test --limit 30
     .venv/bin/python benchmarks/hybrid_quality.py paraphrase                      # benchmarks/paraphrase/cases.jsonl
+    .venv/bin/python benchmarks/hybrid_quality.py paraphrase --split all --passages   # no LLM: what it would read
     .venv/bin/python benchmarks/hybrid_quality.py --report benchmarks/out/hybrid_quality-multihop.json
 
 The corpus is benchmarks/retrieval_dense.py's: every passage of ../shared/eval/multihop_hotpot_musique plus the
@@ -12,7 +13,9 @@ run it first), put into the index's store, so the index embeds only chunks missi
 Each question is asked of one index twice, once with `retrieval="bm25"` and once with `retrieval="hybrid"` (the
 order alternating, so a load that comes and goes hits both alike), with the bundled model in-process (temperature 0,
 no response cache). Scored like qa.evaluate: token F1 against the gold answers (SQuAD normalisation, best over
-golds) and citation support (a gold answer inside a cited span, qa.evaluate.cites_answer). Multi-hop items are split
+golds) and citation support (a gold answer inside a cited span, qa.evaluate.cites_answer). `--passages` asks no
+model: it records whether the passages `Index.retrieve` would send to the model hold a gold answer (for the paraphrase
+set: the whole answer sentence), for bm25 and hybrid. Multi-hop items are split
 by retrieval_dense.py's hash of their id (tuned on nothing: both systems use their defaults).
 """
 
@@ -112,6 +115,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               embedder=embedder if mode != "bm25" else None) for mode in MODES}
     results: list[dict[str, Any]] = []
     load: list[float] = []
+    if args.passages:
+        for item in items:
+            row = {"id": item["id"], "question": item["question"], "split": item["split"]}
+            for mode in MODES:
+                t0 = time.perf_counter()
+                passages = indexes[mode].retrieve(item["question"])
+                sent = " ".join(p.text for p in passages)
+                held = item["sentence"] in sent if "sentence" in item else cites_answer(item["answers"], [sent])
+                row[mode] = {"held": held, "seconds": time.perf_counter() - t0,
+                             "documents": sorted({p.document_id for p in passages})}
+            results.append(row)
+            load.append(os.getloadavg()[0])
+        out = {"command": " ".join(sys.argv), "set": args.set, "split": args.split, "items": results,
+               "load_average": {"min": min(load), "max": max(load), "mean": statistics.mean(load)}}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+        return out
     for n, item in enumerate(items):
         row: dict[str, Any] = {"id": item["id"], "question": item["question"], "answers": item["answers"],
                                "split": item["split"]}
@@ -145,7 +165,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def passages_table(out: dict[str, Any]) -> str:
+    lines = ["| split | items | retrieval | gold answer in the passages sent to the model |", "|---|---|---|---|"]
+    splits = sorted({r["split"] for r in out["items"]})
+    for split in [*splits, "all"] if len(splits) > 1 else splits:
+        rows = [r for r in out["items"] if split in ("all", r["split"])]
+        for mode in MODES:
+            held = sum(r[mode]["held"] for r in rows)
+            lines.append(f"| {split} | {len(rows)} | {mode} | {held}/{len(rows)} ({100 * held / len(rows):.0f}%) |")
+    return "\n".join(lines) + "\n"
+
+
 def table(out: dict[str, Any]) -> str:
+    if out["items"] and "held" in out["items"][0][MODES[0]]:
+        return passages_table(out)
     lines = ["| split | items | retrieval | token F1 | answered | gold answer in a cited span | citations valid "
              "| s / question (median) |", "|---|---|---|---|---|---|---|---|"]
     splits = sorted({r["split"] for r in out["items"]})
@@ -170,6 +203,7 @@ def main() -> None:
     parser.add_argument("--split", choices=("dev", "test", "all"), default="test")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--out")
+    parser.add_argument("--passages", action="store_true", help="no LLM: is a gold answer in the passages sent")
     parser.add_argument("--report", help="print the table of an earlier --out file")
     args = parser.parse_args()
     if args.report:
@@ -177,7 +211,7 @@ def main() -> None:
         return
     if args.set is None:
         parser.error("choose multihop or paraphrase")
-    args.out = args.out or str(OUT / f"hybrid_quality-{args.set}-{args.split}.json")
+    args.out = args.out or str(OUT / f"hybrid_quality-{args.set}-{args.split}{'-passages' if args.passages else ''}.json")
     out = run(args)
     print(f"load average {out['load_average']}")
     print(table(out))
