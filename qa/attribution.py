@@ -51,9 +51,6 @@ __all__ = [
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")  # a number written in digits: 4000, 4,000, 12.5
 _WORD = re.compile(r"[^\W\d_]{2,}")
 _STOPWORDS = frozenset(STOPWORDS_EN) | {"yes", "no", "not"}
-# A question's own interrogatives say what kind of answer is wanted, not what it is about: a sentence that shares
-# only "who" with "Who won the football match?" is not about the match.
-_INTERROGATIVES = ("who", "whom", "whose", "what", "which", "when", "where", "why", "how")
 _STEMMER = Stemmer.Stemmer("english")
 # A claim with no number and up to this many content words must be stated whole; a longer one (a long-form
 # answer, which a model paraphrases) needs this share of its words (and at least this many) stated.
@@ -81,6 +78,11 @@ def words_in(text: str) -> set[str]:
     """The content words of `text`: lower-cased, stop words dropped, stemmed."""
     words = [w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS]
     return set(_STEMMER.stemWords(words)) if words else set()
+
+
+# A question's own interrogatives say what kind of answer is wanted, not what it is about: a sentence that shares
+# only "who" with "Who won the football match?" is not about the match.
+_INTERROGATIVES = frozenset(words_in("who whom whose what which when where why how"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +212,7 @@ def attribute(
     sharing words with the question, until the answer is supported or `max_citations` are chosen.
     """
     claims = claims_of(answer)
-    question_words = frozenset(words_in(question)) - frozenset(words_in(" ".join(_INTERROGATIVES)))
+    question_words = frozenset(words_in(question)) - _INTERROGATIVES
     sentences = sentences_of(passages)
     if not sentences:
         return None

