@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Mappin
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
+import numpy as np
 import tiktoken
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
@@ -628,6 +629,7 @@ class Index:
             self.settings.require_relevance
             and attribution.question_overlap == 0.0
             and not any(c.numbers for c in claims_of(proposed))
+            and not self._related_by_meaning(question, attribution.spans)
         ):
             logger.info("withholding %r: the sentences that state it share no word with the question", proposed)
             return Answer[Any](
@@ -642,6 +644,16 @@ class Index:
             answer=answer, found=True, citations=citations, decision="attributed" if attribution.attributed else "quoted",
             proposed=proposed, decline_probability=declining, **common,
         )  # fmt: skip
+
+    def _related_by_meaning(self, question: str, spans: Sequence[tuple[str, int, int]]) -> bool:
+        """Whether the embedder rates `question` and the sentences at `spans` at least `relevance_similarity` alike."""
+        threshold = self.settings.relevance_similarity
+        if threshold is None or self.embedder is None or not spans:
+            return False
+        texts = [self._texts[d][a:b] for d, a, b in spans]
+        similarity = float(np.max(self.embedder.embed_passages(texts) @ self.embedder.embed_query(question)))
+        logger.debug("question and cited sentences: similarity %.3f (threshold %.3f)", similarity, threshold)
+        return similarity >= threshold
 
     def _caller(self) -> LLM:
         """The model, behind the response cache when the index keeps one."""

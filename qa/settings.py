@@ -48,6 +48,7 @@ _ENV: dict[str, str] = {
     "retrieval": "QA_RETRIEVAL",
     "embedding_model": "QA_EMBEDDING_MODEL",
     "embedding_base_url": "QA_EMBEDDING_BASE_URL",
+    "quotes": "QA_QUOTES",
 }
 
 
@@ -200,7 +201,7 @@ class Settings(BaseModel):
         description="copy: the model copies the sentences that state its answer (hints for attribution, ~60-100 "
         "completion tokens); none: it writes only the answer (~25 tokens) and qa finds the sentences that state it; "
         "auto: what was measured best per second for the bundled local model (none for the default 0.5B), copy for "
-        "any server.",
+        "any server. Env QA_QUOTES.",
     )
     fuzzy_quote_score: float | None = Field(
         92.0,
@@ -223,6 +224,15 @@ class Settings(BaseModel):
         description="Withhold an answer that states no number (decision 'unrelated') when the sentences that state "
         "it, with their neighbours, share no content word with the question: the model answered with words of "
         "the passages that are about something else ('Who won the match?' -> a name from an unrelated sentence).",
+    )
+    relevance_similarity: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="With require_relevance: keep an answer whose sentences share no word with the question when "
+        "the embedding model (the one retrieval uses) rates the question and those sentences at least this similar "
+        "(cosine): the relation is one of meaning ('Which currency...?' -> a table of USD amounts). None: words "
+        "only; it has no effect without an embedder.",
     )
     require_citations: bool = Field(
         True,

@@ -190,6 +190,44 @@ def test_an_answer_from_sentences_unrelated_to_the_question_is_withheld(
     server.assert_done()
 
 
+def test_relevance_by_meaning_keeps_an_answer_that_shares_no_word_with_the_question(
+    server: OpenAIServer, settings: qa.Settings
+) -> None:
+    pytest.importorskip("onnxruntime", reason="the embed extra is not installed")
+    from qa.embed import LocalEmbedder
+
+    report = qa.Document(
+        text="Annual report 2023.\n\nAll amounts are reported in US dollars. Revenue grew in every region.",
+        id="report.txt",
+    )
+    embedder = LocalEmbedder()
+    words_only = settings.model_copy(update={"quotes": "none"})
+    by_meaning = words_only.model_copy(update={"relevance_similarity": 0.3})
+    # "currency" and "used" are not words of the sentence that states "US dollars": by words alone, withheld.
+    server.reply_json({"result": {"answer": "US dollars"}})
+    answer = qa.Index([report], words_only, embedder=embedder).ask("Which currency is used?")
+    assert not answer.found and answer.decision == "unrelated"
+    # The embedding model relates the question to that sentence: kept, citing it.
+    server.reply_json({"result": {"answer": "US dollars"}})
+    answer = qa.Index([report], by_meaning, embedder=embedder).ask("Which currency is used?")
+    assert answer.found and answer.answer == "US dollars"
+    assert [c.quote for c in answer.citations] == ["All amounts are reported in US dollars."]
+    server.assert_done()
+
+
+def test_relevance_by_meaning_still_withholds_an_answer_about_something_else(
+    server: OpenAIServer, settings: qa.Settings, seed_doc: qa.Document
+) -> None:
+    pytest.importorskip("onnxruntime", reason="the embed extra is not installed")
+    from qa.embed import LocalEmbedder
+
+    by_meaning = settings.model_copy(update={"quotes": "none", "relevance_similarity": 0.3})
+    server.reply_json({"result": {"answer": "North Korean soldiers"}})
+    answer = qa.Index([seed_doc], by_meaning, embedder=LocalEmbedder()).ask("Who won the football match?")
+    assert not answer.found and answer.decision == "unrelated"
+    server.assert_done()
+
+
 def test_a_long_form_answer_is_checked_sentence_by_sentence(seed_text: str) -> None:
     # Four sentences of the article, restated: each is cited, more than max_citations (3) in all.
     summary = (

@@ -206,6 +206,13 @@ def test_threshold_from_the_environment() -> None:
         qa.Settings.from_env({"QA_DECLINE_THRESHOLD": "2"})
 
 
+def test_reply_form_from_the_environment() -> None:
+    assert qa.Settings.from_env({"QA_QUOTES": "none"}).quotes == "none"
+    assert qa.Settings.from_env({}).quotes == "auto"
+    with pytest.raises(qa.ConfigurationError, match="quotes"):
+        qa.Settings.from_env({"QA_QUOTES": "sometimes"})
+
+
 @pytest.mark.parametrize(
     "status, message",
     [
