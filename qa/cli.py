@@ -7,6 +7,7 @@ import argparse
 import importlib
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,6 +67,7 @@ def _cached_index(paths: list[str], settings: Settings) -> Index:
         logger.warning("cached index %s cannot be used (%s); making it again", path, exc)
         for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             stale.unlink(missing_ok=True)
+        shutil.rmtree(path.with_name(path.name + ".terms"), ignore_errors=True)
         return Index.open(path, settings, progress=sys.stderr.isatty())
 
 

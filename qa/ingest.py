@@ -177,7 +177,11 @@ def ingest(
     files = _walk(roots)
     if store.path is not None:  # the index file itself, when it lies in a folder being indexed
         own = os.path.realpath(store.path)
-        files = [f for f in files if f.real not in {own, own + "-wal", own + "-shm", own + "-journal"}]
+        terms = os.path.join(own + ".terms", "")  # its term index's directory
+        files = [
+            f for f in files
+            if f.real not in {own, own + "-wal", own + "-shm", own + "-journal"} and not f.real.startswith(terms)
+        ]  # fmt: skip
     writer = _Writer(store, chunker, report)
     for document in documents:
         if store.get(document.id) is None:

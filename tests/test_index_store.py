@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 import qa
+from qa.chunking import Chunk
+from qa.store import Entry
 from qa.store.migrations import MIGRATIONS
 from qa.store.sqlite import SQLiteStore
 from qa.testing import FakeLLM
@@ -199,5 +201,82 @@ def test_an_older_schema_is_migrated_and_its_documents_found(tmp_path: Path, see
             assert names == [m.__name__ for m in MIGRATIONS]
             assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
         conn.close()
+    finally:
+        store.close()
+
+
+def test_a_file_with_the_fts5_term_index_is_migrated_to_tantivy(tmp_path: Path, seed_text: str) -> None:
+    db = tmp_path / "v4.sqlite"
+    SQLiteStore(db, migrations=MIGRATIONS[:4]).close()  # the schema of m004: terms in an FTS5 table
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO documents (id, doc_id, length, sha256, chunks, tokens) VALUES (1, 'seed', ?, 'x', 2, 20)",
+            (len(seed_text),),
+        )
+        conn.execute("INSERT INTO document_texts VALUES (1, ?)", (seed_text,))
+        conn.execute('INSERT INTO chunks (id, document, idx, start, "end", tokens) VALUES (1, 1, 0, 0, 400, 10)')
+        conn.execute('INSERT INTO chunks (id, document, idx, start, "end", tokens) VALUES (2, 1, 1, 400, ?, 10)', (len(seed_text),))
+        conn.execute("INSERT INTO chunk_terms (rowid, terms) VALUES (1, 'north korean'), (2, 'kill wound')")
+    conn.close()
+    store = SQLiteStore(db)
+    try:
+        hits = store.search("killed or wounded North Koreans", 1)
+        assert hits and hits[0].chunk.document_id == "seed" and Q4000 in hits[0].chunk.text
+        assert store.term_chunks() == {1, 2}
+        grain = "Grain prices doubled."
+        store.add([Entry(qa.Document(text=grain, id="g"), [Chunk("g", 0, 0, len(grain), grain, 4)])])
+        assert store.search("grain", 1)[0].chunk.document_id == "g"
+        with sqlite3.connect(db) as conn:
+            assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunk_terms'").fetchone()
+            assert conn.execute("SELECT COUNT(*) FROM term_log").fetchone() == (0,)  # the index holds them all
+            assert conn.execute("SELECT next_chunk FROM term_state").fetchone() == (4,)
+        conn.close()
+    finally:
+        store.close()
+    assert (tmp_path / "v4.sqlite.terms" / "meta.json").exists()
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbled", "another file's"])
+def test_a_missing_or_damaged_term_index_is_made_again_with_a_warning(
+    folder: Path, tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "index.sqlite"
+    with qa.Index.open(db, NO_SERVER) as index:
+        index.add(folder)
+        before = [(h.chunk, h.score) for h in index.store.search("killed or wounded North Koreans grain", 5)]
+    terms = tmp_path / "index.sqlite.terms"
+    if damage == "missing":
+        shutil.rmtree(terms)
+    elif damage == "garbled":
+        (terms / "meta.json").write_text("{not json", encoding="utf-8")
+    else:
+        with qa.Index.open(tmp_path / "other.sqlite", NO_SERVER) as other:
+            other.add([qa.Document(text="Unrelated words about ships.", id="x")])
+        shutil.rmtree(terms)
+        shutil.copytree(tmp_path / "other.sqlite.terms", terms)
+    with caplog.at_level("WARNING", logger="qa"), qa.Index.open(db, NO_SERVER) as index:
+        assert [(h.chunk, h.score) for h in index.store.search("killed or wounded North Koreans grain", 5)] == before
+        assert isinstance(index.store, SQLiteStore)
+        assert index.store.term_chunks() == set(range(1, 1 + index.store.stats().chunks))
+    assert f"{terms}" in caplog.text and "making it from the" in caplog.text
+
+
+def test_searches_see_writes_at_once_and_never_a_removed_document(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "index.sqlite")
+    reader = SQLiteStore(tmp_path / "index.sqlite")  # a second store on the file: it cannot take the writer
+    try:
+        docs = [qa.Document(text=f"Report {i}: grain prices rose in the {w} region.", id=f"r{i}") for i, w in
+                enumerate(["north", "south", "east"])]  # fmt: skip
+        store.add([Entry(d, [Chunk(d.id, 0, 0, len(d.text), d.text, 12)]) for d in docs])
+        assert {h.chunk.document_id for h in store.search("grain prices", 5)} == {"r0", "r1", "r2"}
+        store.remove(["r1"])  # the writer has not committed the term index: the reader's index still holds r1
+        assert {h.chunk.document_id for h in reader.search("grain prices", 5)} == {"r0", "r2"}
+        assert {h.chunk.document_id for h in reader.search("south", 5)} == set()
+    finally:
+        reader.close()
+        store.close()
+    store = SQLiteStore(tmp_path / "index.sqlite")
+    try:
+        assert store.term_chunks() == {1, 3}
     finally:
         store.close()

@@ -34,15 +34,16 @@ def make_corpus(root: Path, n: int, seed: int = 7) -> dict[str, str]:
     return texts
 
 
-def check_whole(db: Path, texts: dict[str, str]) -> int:
-    """The file passes SQLite's and FTS5's integrity checks and every stored document is whole; how many there are."""
+def check_whole(db: Path, texts: dict[str, str], *, terms: bool = False) -> int:
+    """The file passes SQLite's integrity check and every stored document is whole; how many there are. With `terms`
+    (no writer running), the store is also opened (which replays what a killed writer left for the term index) and
+    its term index must hold exactly the stored chunks."""
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunk_terms'").fetchone():
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'term_log'").fetchone():
             assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'documents'").fetchone()
             return 0  # killed before the schema was committed: nothing half made
-        conn.execute("INSERT INTO chunk_terms (chunk_terms) VALUES ('integrity-check')")
         conn.execute("BEGIN")
         docs = conn.execute(
             "SELECT d.id, d.doc_id, d.length, d.chunks, t.text FROM documents d"
@@ -54,18 +55,23 @@ def check_whole(db: Path, texts: dict[str, str]) -> int:
             rows = spans.fetchall()
             assert len(rows) == n > 0 and [r[0] for r in rows] == list(range(n))
             assert all(0 <= s < e <= length for _, s, e in rows)
-            (terms,) = conn.execute(
-                "SELECT COUNT(*) FROM chunk_terms WHERE rowid IN (SELECT id FROM chunks WHERE document = ?)", (rowid,)
-            ).fetchone()
-            assert terms == n
-        assert conn.execute("SELECT COUNT(*) FROM chunks").fetchone() == conn.execute(
-            "SELECT COUNT(*) FROM chunk_terms"
-        ).fetchone()
         assert conn.execute("SELECT COUNT(*) FROM document_texts").fetchone() == (len(docs),)
+        chunks = {i for (i,) in conn.execute("SELECT id FROM chunks")}
         conn.execute("COMMIT")
-        return len(docs)
     finally:
         conn.close()
+    if terms:
+        store = SQLiteStore(db)
+        try:
+            assert store.term_chunks() == chunks
+        finally:
+            store.close()
+        conn = sqlite3.connect(db)
+        try:
+            assert conn.execute("SELECT COUNT(*) FROM term_log").fetchone() == (0,)  # replayed, then emptied
+        finally:
+            conn.close()
+    return len(docs)
 
 
 def count_documents(db: Path) -> int:
@@ -110,7 +116,7 @@ def test_sigkill_at_any_moment_leaves_every_document_whole_or_absent(tmp_path: P
             moment = "writing"
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
-        stored = check_whole(db, texts)
+        stored = check_whole(db, texts, terms=True)
         moments.append((moment, proc.returncode, stored))
     killed = [m for m in moments if m[1] == -signal.SIGKILL]
     assert len(killed) >= 20, moments
@@ -118,7 +124,7 @@ def test_sigkill_at_any_moment_leaves_every_document_whole_or_absent(tmp_path: P
     done = qa_index(tmp_path / "corpus", db)
     out, err = done.communicate(timeout=120)
     assert done.returncode == 0, err
-    assert check_whole(db, texts) == len(texts)
+    assert check_whole(db, texts, terms=True) == len(texts)
     assert "0 failed" in out
 
 
@@ -141,7 +147,7 @@ def test_a_reader_never_sees_a_half_added_document(tmp_path: Path) -> None:
         store.close()
         writer.communicate()
     assert writer.returncode == 0
-    assert check_whole(db, texts) == len(texts)
+    assert check_whole(db, texts, terms=True) == len(texts)
     assert len(seen - {0, len(texts)}) >= 2, seen  # it read while documents were being added
 
 

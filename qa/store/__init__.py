@@ -2,7 +2,7 @@
 
     Store                  the protocol every backend implements (tests/test_store.py runs against each)
     ├── MemoryStore        in this process only; what `qa.Index(documents)` uses (BM25 by bm25s)
-    └── SQLiteStore        one SQLite file (WAL, numbered migrations); what `qa.Index.open(path)` uses (BM25 by FTS5)
+    └── SQLiteStore        one SQLite file (WAL, numbered migrations); what `qa.Index.open(path)` uses (BM25 by tantivy)
 
 A store is written one batch of whole documents at a time: each `add` or `remove` is one transaction, so a
 reader (or a process killed while writing) sees every document whole, or not at all.

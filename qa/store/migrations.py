@@ -10,9 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from qa.store.terms import Terms
-
-__all__ = ["MIGRATIONS", "Migration"]
+__all__ = ["MIGRATIONS", "Migration", "m005_term_log"]
 
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[Migration] = []
@@ -64,16 +62,8 @@ def m001_documents(db: sqlite3.Connection) -> None:
 
 @_migration
 def m002_chunk_terms(db: sqlite3.Connection) -> None:
-    """The term index: an FTS5 table of each chunk's terms (rowid = chunks.id), ranked by FTS5's bm25()."""
+    """The first term index, an FTS5 table (superseded by m005, which drops it: made empty here)."""
     db.execute("""CREATE VIRTUAL TABLE chunk_terms USING fts5 (terms, tokenize = "ascii tokenchars '_'")""")
-    terms = Terms()
-    documents = db.execute("SELECT d.id, t.text FROM documents d JOIN document_texts t ON t.document = d.id")
-    for document, text in documents.fetchall():
-        rows = db.execute('SELECT id, start, "end" FROM chunks WHERE document = ? ORDER BY idx', (document,))
-        db.executemany(
-            "INSERT INTO chunk_terms (rowid, terms) VALUES (?, ?)",
-            [(chunk, " ".join(terms.of(text[start:end]))) for chunk, start, end in rows.fetchall()],
-        )
 
 
 @_migration
@@ -94,3 +84,19 @@ def m004_document_vectors(db: sqlite3.Connection) -> None:
             vectors BLOB NOT NULL
         )"""
     )
+
+
+@_migration
+def m005_term_log(db: sqlite3.Connection) -> None:
+    """The term index moves out of the file to tantivy (`qa.store.term_index`, a directory beside the file): the FTS5
+    table goes, and a log of the chunks to add to (op 1) or delete from (op 0) that index comes, written in the
+    transaction that adds or removes them and emptied once the index holds them; here, every stored chunk is to add.
+    `term_state` names this file for its index (a directory left by another file is rebuilt) and keeps chunk ids
+    from being given twice."""
+    db.execute("DROP TABLE IF EXISTS chunk_terms")
+    db.execute(
+        "CREATE TABLE term_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, chunk INTEGER NOT NULL, op INTEGER NOT NULL)"
+    )
+    db.execute("CREATE TABLE term_state (id TEXT NOT NULL, next_chunk INTEGER NOT NULL)")
+    db.execute("INSERT INTO term_state SELECT lower(hex(randomblob(16))), COALESCE(MAX(id), 0) + 1 FROM chunks")
+    db.execute("INSERT INTO term_log (chunk, op) SELECT id, 1 FROM chunks ORDER BY id")

@@ -1,17 +1,25 @@
-"""The SQLite store: one file (stdlib sqlite3, WAL, foreign keys) holding documents, chunks and an FTS5 term index.
+"""The SQLite store: one file (stdlib sqlite3, WAL, foreign keys) holding documents and chunks, and beside it a
+tantivy term index of the chunks (`<file>.terms/`, derived from the file).
 
 Every write is one transaction (`BEGIN IMMEDIATE` … `COMMIT`), so a document is in the file whole (row, text,
-chunks, terms) or not at all, whatever moment the writing process dies at; WAL lets readers go on reading
-the last committed state meanwhile, and each read runs in one transaction, so it sees one state. BM25 is
-SQLite FTS5's `bm25()` over the chunks' terms, which are the terms `qa.BM25Retriever` indexes (same words, stop
-words and stems); its statistics are kept up to date by FTS5 itself, so adding a document costs its own terms only.
+chunks, and its rows in the term log) or not at all, whatever moment the writing process dies at; WAL lets readers
+go on reading the last committed state meanwhile, and each read runs in one transaction, so it sees one state.
+
+BM25 is tantivy's over the chunks' terms, which are the terms `qa.BM25Retriever` indexes (same words, stop words
+and stems). The term log in the file says which chunks the term index must add or delete; the store that holds
+the index's writer applies it after each write and commits the index every few seconds (and before its own
+searches, and on close), and whoever opens the file next replays what a killed process left. A search keeps only
+chunks the file holds in the state it reads, so it never returns a chunk of a removed or half-written document;
+another process's newest documents become searchable when its writer next commits.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +33,8 @@ from qa.documents import Document, Location
 from qa.errors import InputError, StoreError
 from qa.retrieval import Hit
 from qa.store import Entry, Source, StoredDocument, StoreStats, text_sha256
-from qa.store.migrations import MIGRATIONS, Migration
+from qa.store.migrations import MIGRATIONS, Migration, m005_term_log
+from qa.store.term_index import TermIndex
 from qa.store.terms import Terms
 
 __all__ = ["APPLICATION_ID", "SQLiteStore"]
@@ -33,6 +42,11 @@ __all__ = ["APPLICATION_ID", "SQLiteStore"]
 APPLICATION_ID = 0x71614958  # "qaIX" in the file header: this file is a qa index
 _HEADER = b"SQLite format 3\x00"
 _PAGE = 1000  # documents read per query when iterating
+logger = logging.getLogger("qa")
+# The term index is committed once this many log rows wait, or this long after the last commit.
+_COMMIT_ROWS = 50_000
+_COMMIT_SECONDS = 5.0
+_LOG_PAGE = 20_000  # term-log rows read at a time
 _STORED_COLUMNS = (
     "id, doc_id, length, sha256, chunks, metadata, source_path, source_size, source_mtime_ns"
 )
@@ -78,6 +92,14 @@ class SQLiteStore:
                 self._check_and_migrate(migrations)
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA synchronous = NORMAL")
+                # Only a file made with some migrations left out (as tests make older files) has no term_state.
+                state = self._db.execute("SELECT id FROM term_state").fetchone() if m005_term_log in migrations else None
+            self._index = TermIndex(self._path.with_name(self._path.name + ".terms"), state[0] if state else "")
+            self._fresh: dict[int, str] = {}  # chunk id -> terms, of chunks this store just wrote
+            self._given = 0  # the last term-log row handed to the index's writer
+            self._committed_at = time.monotonic()
+            if state is not None:
+                self._open_terms()
         except BaseException:
             self._db.close()
             raise
@@ -157,8 +179,12 @@ class SQLiteStore:
             rows.append((e, metadata, locations, text_sha256(doc.text), terms))
         if not rows:
             return
+        fresh: dict[int, str] = {}
         with self._transaction("adding documents", write=True) as db:
-            (next_chunk,) = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM chunks").fetchone()
+            # Chunk ids are never given twice, so an id the term index has not yet deleted names no other chunk.
+            (next_chunk,) = db.execute(
+                "SELECT MAX(next_chunk, (SELECT COALESCE(MAX(id), 0) + 1 FROM chunks)) FROM term_state"
+            ).fetchone()
             for e, metadata, locations, sha256, terms in rows:
                 doc, src = e.document, e.source
                 self._delete(db, [doc.id])
@@ -179,9 +205,11 @@ class SQLiteStore:
                     'INSERT INTO chunks (id, document, idx, start, "end", tokens) VALUES (?, ?, ?, ?, ?, ?)',
                     [(i, document, c.index, c.start, c.end, c.tokens) for i, c in zip(ids, e.chunks, strict=True)],
                 )
-                db.executemany(
-                    "INSERT INTO chunk_terms (rowid, terms) VALUES (?, ?)", zip(ids, terms, strict=True)
-                )
+                db.executemany("INSERT INTO term_log (chunk, op) VALUES (?, 1)", [(i,) for i in ids])
+                fresh.update(zip(ids, terms, strict=True))
+            db.execute("UPDATE term_state SET next_chunk = ?", (next_chunk,))
+        self._fresh.update(fresh)
+        self._after_write()
 
     @staticmethod
     def _delete(db: sqlite3.Connection, ids: Sequence[str]) -> int:
@@ -190,7 +218,7 @@ class SQLiteStore:
             row = db.execute("SELECT id FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
             if row is None:
                 continue
-            db.execute("DELETE FROM chunk_terms WHERE rowid IN (SELECT id FROM chunks WHERE document = ?)", row)
+            db.execute("INSERT INTO term_log (chunk, op) SELECT id, 0 FROM chunks WHERE document = ? ORDER BY id", row)
             db.execute("DELETE FROM documents WHERE id = ?", row)  # its text and chunks go with it
             removed += 1
         return removed
@@ -200,7 +228,9 @@ class SQLiteStore:
         if not wanted:
             return 0
         with self._transaction("removing documents", write=True) as db:
-            return self._delete(db, wanted)
+            removed = self._delete(db, wanted)
+        self._after_write()
+        return removed
 
     def set_source(self, document_id: str, source: Source) -> None:
         with self._transaction("recording a file's time", write=True) as db:
@@ -278,25 +308,146 @@ class SQLiteStore:
         return StoreStats(int(n), int(chunks), int(tokens))
 
     def search(self, query: str, k: int) -> list[Hit]:
-        if k <= 0 or (match := self._terms.match(query)) is None:
+        if k <= 0 or not (terms := self._terms.of(query)):
+            return []
+        with self._lock:
+            if self._index.writing and self._given < self._last_seq():
+                self._apply_log()
+            if self._index.writing and self._given > self._index.applied:
+                self._commit_terms()
+            # Chunks the file no longer holds (deleted there, not yet in the term index) are left out: ask for more.
+            limit = k + 8
+            while True:
+                with self._errors("searching"):
+                    ranked = self._index.search(terms, limit)
+                hits = self._hits(ranked)
+                if len(hits) >= k or len(ranked) < limit:
+                    return hits[:k]
+                limit *= 4
+
+    def _hits(self, ranked: list[tuple[int, float]]) -> list[Hit]:
+        if not ranked:
             return []
         with self._transaction("searching", write=False) as db:
-            ranked = db.execute(
-                "SELECT rowid, rank FROM chunk_terms WHERE chunk_terms MATCH ? ORDER BY rank, rowid LIMIT ?",
-                (match, k),
-            ).fetchall()
-            if not ranked:
-                return []
             marks = ",".join("?" * len(ranked))
             rows = db.execute(
                 f'SELECT c.id, d.doc_id, c.idx, c.start, c."end", c.tokens, substr(t.text, c.start + 1, c."end" - c.start)'
                 f" FROM chunks c JOIN documents d ON d.id = c.document JOIN document_texts t ON t.document = d.id"
                 f" WHERE c.id IN ({marks})",
-                [r[0] for r in ranked],
+                [chunk for chunk, _ in ranked],
             ).fetchall()
         chunks = {r[0]: Chunk(r[1], r[2], r[3], r[4], r[6], r[5]) for r in rows}
-        # FTS5's bm25() is lower for better matches; Hit.score is higher for better ones.
-        return [Hit(chunks[rowid], -float(rank)) for rowid, rank in ranked]
+        ranked = sorted(ranked, key=lambda r: (-r[1], r[0]))  # ties: the older chunk first
+        return [Hit(chunks[chunk], score) for chunk, score in ranked if chunk in chunks]
+
+    # --- the term index ---------------------------------------------------------------------
+
+    def _last_seq(self) -> int:
+        with self._transaction("reading the term log", write=False) as db:
+            (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM term_log").fetchone()
+        return int(seq)
+
+    def _open_terms(self) -> None:
+        """Open the term index, rebuilding it when missing or damaged, and replay the log a killed writer left."""
+        with self._lock:
+            why = self._index.open()
+            if why is not None:
+                self._rebuild_terms(why)
+                return
+            self._given = self._index.applied
+            if self._last_seq() > self._given and self._index.acquire():  # else another process writes: its work
+                try:
+                    self._apply_log()
+                    self._commit_terms()
+                finally:
+                    self._index.release()
+
+    def _rebuild_terms(self, why: str) -> None:
+        """Make the term index again from every stored chunk."""
+        with self._transaction("reading the term log", write=False) as db:
+            (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM term_log").fetchone()
+            (chunks,) = db.execute("SELECT COUNT(*) FROM chunks").fetchone()
+            (logged,) = db.execute("SELECT COUNT(*) FROM term_log WHERE op = 1").fetchone()
+        if chunks:
+            # A file migrated from FTS5 (m005) has every chunk in its log and no index yet: that is no damage.
+            migrated = not self._index.directory.exists() and logged >= chunks
+            logger.log(
+                logging.INFO if migrated else logging.WARNING, "%s: its term index %s %s; making it from the %d stored"
+                " chunks", self._path, self._index.directory, why, chunks,
+            )  # fmt: skip
+        try:
+            self._index.reset()
+        except (OSError, ValueError) as exc:
+            raise self._fail(f"cannot make the term index {self._index.directory}: {exc}") from exc
+        try:
+            last = 0
+            while True:  # chunks added meanwhile have log rows after `seq`, replayed next
+                with self._transaction("reading chunks", write=False) as db:
+                    ids = [i for (i,) in db.execute(
+                        "SELECT id FROM chunks WHERE id > ? ORDER BY id LIMIT ?", (last, _LOG_PAGE)
+                    )]  # fmt: skip
+                if not ids:
+                    break
+                self._index.add(self._terms_of(ids))
+                last = ids[-1]
+            self._given = seq
+            self._apply_log()
+            self._commit_terms()
+        finally:
+            self._index.release()
+
+    def _terms_of(self, ids: list[int]) -> list[tuple[int, str]]:
+        """(chunk id, terms) of those of these chunks the file holds, terms just made by this store reused."""
+        out = [(i, t) for i in ids if (t := self._fresh.pop(i, None)) is not None]
+        missing = [i for i in ids if i not in {c for c, _ in out}] if len(out) < len(ids) else []
+        for start in range(0, len(missing), 500):
+            part = missing[start : start + 500]
+            with self._transaction("reading chunks", write=False) as db:
+                rows = db.execute(
+                    f'SELECT c.id, substr(t.text, c.start + 1, c."end" - c.start) FROM chunks c'
+                    f" JOIN document_texts t ON t.document = c.document WHERE c.id IN ({','.join('?' * len(part))})",
+                    part,
+                ).fetchall()
+            out.extend((i, " ".join(self._terms.of(text))) for i, text in rows)
+        return out
+
+    def _apply_log(self) -> None:
+        """Hand the term-log rows after the last one handed to the writer (this process holds it)."""
+        while True:
+            with self._transaction("reading the term log", write=False) as db:
+                rows = db.execute(
+                    "SELECT seq, chunk, op FROM term_log WHERE seq > ? ORDER BY seq LIMIT ?", (self._given, _LOG_PAGE)
+                ).fetchall()
+            if not rows:
+                return
+            last = {chunk: op for _, chunk, op in rows}  # a chunk's last row decides
+            with self._errors("writing the term index"):
+                self._index.delete(list(last))
+                self._index.add(self._terms_of([c for c, op in last.items() if op]))
+            self._given = rows[-1][0]
+
+    def _commit_terms(self) -> None:
+        with self._errors("writing the term index"):
+            self._index.commit(self._given)
+        self._committed_at = time.monotonic()
+        self._fresh.clear()
+        with self._transaction("trimming the term log", write=True) as db:
+            db.execute("DELETE FROM term_log WHERE seq <= ?", (self._given,))
+
+    def _after_write(self) -> None:
+        """Bring the term index up to the file; commit it when enough waits or enough time went by."""
+        with self._lock:
+            if not self._index.acquire():
+                return  # another process holds the writer: it (or whoever opens the file next) applies the log
+            self._apply_log()
+            (waiting,) = self._db.execute("SELECT COUNT(*) FROM term_log WHERE seq > ?", (self._index.applied,)).fetchone()
+            if waiting >= _COMMIT_ROWS or time.monotonic() - self._committed_at >= _COMMIT_SECONDS:
+                self._commit_terms()
+
+    def term_chunks(self) -> set[int]:
+        """The chunk ids the term index holds as last committed (for checks and tests)."""
+        with self._lock:
+            return self._index.chunk_ids()
 
     def vector_documents(self, model: str) -> set[str]:
         with self._transaction("reading vectors", write=False) as db:
@@ -348,7 +499,14 @@ class SQLiteStore:
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            try:
+                if self._index.writing:
+                    self._apply_log()
+                    if self._given > self._index.applied:
+                        self._commit_terms()
+            finally:
+                self._index.close()
+                self._db.close()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self._path)!r})"

@@ -1,4 +1,4 @@
-"""The terms of a text as `BM25Retriever` sees them (lowercased words, stop words out, Snowball stems), spelt for FTS5."""
+"""The terms of a text as `BM25Retriever` sees them: lowercased words, stop words out, Snowball stems."""
 
 from __future__ import annotations
 
@@ -17,22 +17,16 @@ _STOPWORDS = frozenset(STOPWORDS_EN)
 _MAX_CACHED = 2_000_000
 
 
-def _spell(stem: str) -> str:
-    """`stem` as one token of FTS5's ascii tokenizer with '_' a token character: ASCII letters and
-    digits as they are, anything else as '_' and the hex of its UTF-8 (no plain stem holds a '_')."""
-    return stem if stem.isascii() and stem.isalnum() else "_" + stem.encode("utf-8", "surrogatepass").hex()
-
-
 class Terms:
-    """Turns texts into space-separated terms; each distinct word is stemmed once (the result is cached)."""
+    """Turns texts into terms; each distinct word is stemmed once (the result is cached)."""
 
     def __init__(self) -> None:
         self._stemmer = Stemmer.Stemmer("english", 0)
-        self._cache: dict[str, str] = {}  # word -> spelt term, "" for a stop word
+        self._cache: dict[str, str] = {}  # word -> term, "" for a stop word
         self._lock = threading.Lock()  # a Stemmer must not be used by two threads at once
 
     def of(self, text: str) -> list[str]:
-        """The terms of `text` in order, repeats kept."""
+        """The terms of `text` in order, repeats kept (none holds a space: they are words)."""
         words = _WORD.findall(text.lower())
         cache = self._cache
         if len(cache) > _MAX_CACHED:
@@ -43,10 +37,5 @@ class Terms:
             with self._lock:
                 stems = self._stemmer.stemWords(kept)
             cache.update(dict.fromkeys(new, ""))
-            cache.update(zip(kept, map(_spell, stems)))
+            cache.update(zip(kept, stems))
         return [t for t in map(cache.__getitem__, words) if t]
-
-    def match(self, query: str) -> str | None:
-        """An FTS5 query matching a chunk with any term of `query` (each repeat counted), or None without terms."""
-        terms = self.of(query)
-        return " OR ".join(f'"{t}"' for t in terms) if terms else None
