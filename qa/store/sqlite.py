@@ -175,7 +175,7 @@ class SQLiteStore:
             except (TypeError, ValueError) as exc:
                 raise InputError(f"document {doc.id!r}: metadata cannot be stored as JSON: {exc}") from exc
             locations = json.dumps([[loc.start, loc.page, loc.section] for loc in doc.locations], ensure_ascii=False)
-            terms = [" ".join(self._terms.of(c.text)) for c in e.chunks]
+            terms = list(map(self._terms.line, (c.text for c in e.chunks)))
             rows.append((e, metadata, locations, text_sha256(doc.text), terms))
         if not rows:
             return
@@ -338,7 +338,8 @@ class SQLiteStore:
             ).fetchall()
         chunks = {r[0]: Chunk(r[1], r[2], r[3], r[4], r[6], r[5]) for r in rows}
         ranked = sorted(ranked, key=lambda r: (-r[1], r[0]))  # ties: the older chunk first
-        return [Hit(chunks[chunk], score) for chunk, score in ranked if chunk in chunks]
+        # pop: a chunk twice in the index (a writer killed between committing it and recording so) is shown once
+        return [Hit(chunk, score) for c, score in ranked if (chunk := chunks.pop(c, None)) is not None]
 
     # --- the term index ---------------------------------------------------------------------
 
@@ -408,7 +409,7 @@ class SQLiteStore:
                     f" JOIN document_texts t ON t.document = c.document WHERE c.id IN ({','.join('?' * len(part))})",
                     part,
                 ).fetchall()
-            out.extend((i, " ".join(self._terms.of(text))) for i, text in rows)
+            out.extend((i, self._terms.line(text)) for i, text in rows)
         return out
 
     def _apply_log(self) -> None:
@@ -421,8 +422,10 @@ class SQLiteStore:
             if not rows:
                 return
             last = {chunk: op for _, chunk, op in rows}  # a chunk's last row decides
+            # A chunk this store just made is in no index yet (ids are never given twice): nothing to delete.
+            fresh = self._fresh
             with self._errors("writing the term index"):
-                self._index.delete(list(last))
+                self._index.delete([c for c, op in last.items() if not (op and c in fresh)])
                 self._index.add(self._terms_of([c for c, op in last.items() if op]))
             self._given = rows[-1][0]
 
@@ -437,10 +440,13 @@ class SQLiteStore:
     def _after_write(self) -> None:
         """Bring the term index up to the file; commit it when enough waits or enough time went by."""
         with self._lock:
-            if not self._index.acquire():
-                return  # another process holds the writer: it (or whoever opens the file next) applies the log
+            if not self._index.writing:
+                if not self._index.acquire():
+                    self._fresh.clear()
+                    return  # another process holds the writer: it (or whoever opens the file next) applies the log
+                self._given = max(self._given, self._index.applied)  # as committed by the writer before this one
             self._apply_log()
-            (waiting,) = self._db.execute("SELECT COUNT(*) FROM term_log WHERE seq > ?", (self._index.applied,)).fetchone()
+            waiting = self._given - self._index.applied  # log rows, about (seq numbers are given one by one)
             if waiting >= _COMMIT_ROWS or time.monotonic() - self._committed_at >= _COMMIT_SECONDS:
                 self._commit_terms()
 

@@ -88,7 +88,13 @@ class TermIndex:
             except ValueError as exc:
                 if "LockBusy" not in str(exc):
                     raise
-        return self._writer is not None
+                return False
+            try:  # what the writer before this one committed
+                state = json.loads((self.directory / _STATE).read_text(encoding="utf-8"))
+                self.applied = max(self.applied, int(state["applied"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # none yet (the index is being made)
+        return True
 
     def release(self) -> None:
         """Let the writer go (uncommitted changes are dropped)."""

@@ -27,15 +27,23 @@ class Terms:
 
     def of(self, text: str) -> list[str]:
         """The terms of `text` in order, repeats kept (none holds a space: they are words)."""
+        return list(filter(None, map(self._cache.__getitem__, self._words(text))))
+
+    def line(self, text: str) -> str:
+        """The terms of `text` in order, space-separated."""
+        return " ".join(filter(None, map(self._cache.__getitem__, self._words(text))))
+
+    def _words(self, text: str) -> list[str]:
+        """The words of `text`, each of them in the cache once this returns."""
         words = _WORD.findall(text.lower())
         cache = self._cache
         if len(cache) > _MAX_CACHED:
             cache.clear()
-        new = [w for w in dict.fromkeys(words) if w not in cache]
+        new = set(words).difference(cache)  # a dict, not its keys view: C looks each word up
         if new:
             kept = [w for w in new if w not in _STOPWORDS]
             with self._lock:
                 stems = self._stemmer.stemWords(kept)
             cache.update(dict.fromkeys(new, ""))
             cache.update(zip(kept, stems))
-        return [t for t in map(cache.__getitem__, words) if t]
+        return words
