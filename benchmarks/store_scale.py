@@ -1,8 +1,10 @@
 """The persistent index at scale: ingest MB/s, peak RSS and file size (SQLite store vs the in-memory index), BM25 top-5
-query latency, reopen-and-retrieve vs a full rebuild, adding 10 files to ~3,000 vs a rebuild, and how FTS5's ranking
-agrees with bm25s's.
+query latency, reopen-and-retrieve vs a full rebuild, adding 10 files to ~3,000 vs a rebuild, and how the SQLite
+store's ranking (tantivy's BM25) agrees with bm25s's.
 
     python benchmarks/store_scale.py --eval ../shared/eval --sizes 10,100 --out benchmarks/out/store_scale.json
+    python benchmarks/store_scale.py --eval ../shared/eval --skip ingest,reopen,incremental,agreement --sizes 100 \
+        --grow 1000000   # queries at ~1M chunks: the 100 MB store's documents copied in SQL, the term index made from them
 
 Every measurement runs in a fresh subprocess (peak RSS is that process's own, `ru_maxrss`); times exclude the
 Python start and imports. The corpora are copies of the eval documents under distinct paths (so distinct ids),
@@ -67,7 +69,7 @@ def worker(argv: list[str]) -> dict[str, Any]:
     import qa
     from qa.retrieval import BM25Retriever
 
-    settings = qa.Settings(api_key="unused")
+    settings = qa.Settings(api_key="unused", retrieval="bm25")  # BM25 only: embedding chunks is not what is measured
     job = argv[0]
     if job == "ingest-sqlite":
         folders, db = argv[1].split(","), Path(argv[2])
@@ -75,7 +77,8 @@ def worker(argv: list[str]) -> dict[str, Any]:
         with qa.Index.open(db, settings) as index:
             report = index.refresh(folders)
         seconds = time.perf_counter() - t
-        size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
+        size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file())
+        size += sum(p.stat().st_size for p in (db.parent / (db.name + ".terms")).glob("*"))
         return {"seconds": seconds, "rss_mb": peak_rss_mb(), "chunks": report.chunks, "file_mb": size / 1e6,
                 "added": report.added, "unchanged": report.unchanged, "failed": len(report.failed)}  # fmt: skip
     if job == "ingest-memory":
@@ -132,13 +135,58 @@ def worker(argv: list[str]) -> dict[str, Any]:
         memory_s = time.perf_counter() - t
         return {"add_s": add_s, "added": added.added, "unchanged": added.unchanged, "rebuild_sqlite_s": rebuild_s,
                 "rebuild_memory_s": memory_s}  # fmt: skip
+    if job == "grow":
+        return grow(Path(argv[1]), Path(argv[2]), int(argv[3]))
     if job == "agreement":
         return agreement(argv[1].split(","), argv[2], Path(argv[3]), Path(argv[4]), settings)
     raise SystemExit(f"unknown job {job}")
 
 
+def grow(source: Path, db: Path, want: int) -> dict[str, Any]:
+    """`source`'s documents copied (ids "<id>#<n>") into `db` until it holds `want` chunks or more, by SQL; then the
+    store is opened, which makes its term index from every stored chunk (as for a file whose index went missing)."""
+    import sqlite3
+
+    from qa.store.sqlite import SQLiteStore
+
+    shutil.copyfile(source, db)
+    shutil.rmtree(db.with_name(db.name + ".terms"), ignore_errors=True)
+    conn = sqlite3.connect(db, isolation_level=None)
+    (docs, chunks, max_doc, max_chunk) = conn.execute(
+        "SELECT (SELECT COUNT(*) FROM documents), (SELECT COUNT(*) FROM chunks), (SELECT MAX(id) FROM documents),"
+        " (SELECT MAX(id) FROM chunks)"
+    ).fetchone()
+    copies = -(-want // chunks) - 1
+    t = time.perf_counter()
+    conn.execute("BEGIN")
+    for k in range(1, copies + 1):
+        d, c = k * max_doc, k * max_chunk
+        conn.execute(
+            "INSERT INTO documents (id, doc_id, length, sha256, chunks, tokens, metadata, locations) SELECT id + ?,"
+            " doc_id || '#' || ?, length, sha256, chunks, tokens, metadata, locations FROM documents WHERE id <= ?",
+            (d, k, max_doc),
+        )
+        conn.execute("INSERT INTO document_texts SELECT document + ?, text FROM document_texts WHERE document <= ?", (d, max_doc))
+        conn.execute(
+            'INSERT INTO chunks SELECT id + ?, document + ?, idx, start, "end", tokens FROM chunks WHERE id <= ?',
+            (c, d, max_chunk),
+        )
+    conn.execute("DELETE FROM term_log")
+    conn.execute("UPDATE term_state SET next_chunk = (SELECT MAX(id) + 1 FROM chunks)")
+    conn.execute("COMMIT")
+    conn.close()
+    copy_s = time.perf_counter() - t
+    t = time.perf_counter()
+    SQLiteStore(db).close()  # the term index is missing: made from the stored chunks
+    size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file())
+    terms = sum(p.stat().st_size for p in (db.parent / (db.name + ".terms")).glob("*"))
+    return {"documents": docs * (copies + 1), "chunks": chunks * (copies + 1), "copy_s": copy_s,
+            "term_index_build_s": time.perf_counter() - t, "rss_mb": peak_rss_mb(), "sqlite_mb": size / 1e6,
+            "terms_mb": terms / 1e6}  # fmt: skip
+
+
 def agreement(folders: list[str], db: str, db_incremental: Path, questions_file: Path, settings: Any) -> dict[str, Any]:
-    """FTS5 (SQLite store) vs bm25s (in-memory) top-5 on the same chunks; an incrementally built file vs one built at once."""
+    """tantivy (SQLite store) vs bm25s (in-memory) top-5 on the same chunks; an incrementally built file vs one built at once."""
     import qa
 
     items = json.loads(questions_file.read_text(encoding="utf-8"))
@@ -170,7 +218,7 @@ def agreement(folders: list[str], db: str, db_incremental: Path, questions_file:
         "overlap_at_5": overlap / n,
         "kendall_tau_common": statistics.mean(taus) if taus else None,
         "gold_doc_in_top5_bm25s": gold_mem / n,
-        "gold_doc_in_top5_fts5": gold_sql / n,
+        "gold_doc_in_top5_store": gold_sql / n,
         "incremental_equals_at_once": same_incremental / n,
     }
 
@@ -194,6 +242,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,100", help="corpus sizes in MB, comma-separated")
     parser.add_argument("--questions", type=int, default=300)
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: ingest,query,reopen,incremental,agreement")
+    parser.add_argument("--grow", type=int, default=0, help="also query a copy of the largest size's store grown to this many chunks")
+    parser.add_argument("--memory-max-mb", type=float, default=100, help="no in-memory baseline above this size (RAM)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed after)")
     args = parser.parse_args()
@@ -266,18 +316,22 @@ def main() -> None:
             files, size = build_corpus(corpus, docs, mb)
             if "ingest" not in skip:
                 sql = run_worker("ingest-sqlite", str(corpus), str(work / f"c{mb:g}.sqlite"))
-                mem = run_worker("ingest-memory", str(corpus))
-                report(f"ingest_{mb:g}mb", {
-                    "files": files, "mb": size / 1e6, "chunks": sql["chunks"],
-                    "sqlite_s": sql["seconds"], "sqlite_mb_s": size / 1e6 / sql["seconds"], "sqlite_rss_mb": sql["rss_mb"],
-                    "sqlite_file_mb": sql["file_mb"],
-                    "memory_s": mem["seconds"], "memory_mb_s": size / 1e6 / mem["seconds"], "memory_rss_mb": mem["rss_mb"],
-                    "throughput_ratio": mem["seconds"] / sql["seconds"],
-                })  # fmt: skip
+                row = {"files": files, "mb": size / 1e6, "chunks": sql["chunks"], "sqlite_s": sql["seconds"],
+                       "sqlite_mb_s": size / 1e6 / sql["seconds"], "sqlite_rss_mb": sql["rss_mb"],
+                       "sqlite_file_mb": sql["file_mb"]}  # fmt: skip
+                if mb <= args.memory_max_mb:
+                    mem = run_worker("ingest-memory", str(corpus))
+                    row.update({"memory_s": mem["seconds"], "memory_mb_s": size / 1e6 / mem["seconds"],
+                                "memory_rss_mb": mem["rss_mb"], "throughput_ratio": mem["seconds"] / sql["seconds"]})  # fmt: skip
+                report(f"ingest_{mb:g}mb", row)
             if "query" not in skip and (work / f"c{mb:g}.sqlite").exists():
                 sql_q = run_worker("query-sqlite", str(work / f"c{mb:g}.sqlite"), str(questions_file))
-                mem_q = run_worker("query-memory", str(corpus), str(questions_file))
+                mem_q = run_worker("query-memory", str(corpus), str(questions_file)) if mb <= args.memory_max_mb else None
                 report(f"query_{mb:g}mb", {"sqlite": sql_q, "memory_bm25s": mem_q})
+            if args.grow and mb == max(float(s) for s in args.sizes.split(",") if s):
+                grown = work / "grown.sqlite"
+                report("grow", run_worker("grow", str(work / f"c{mb:g}.sqlite"), str(grown), str(args.grow)))
+                report(f"query_{args.grow}_chunks", {"sqlite": run_worker("query-sqlite", str(grown), str(questions_file))})
             shutil.rmtree(corpus)
     finally:
         if args.work is None:
