@@ -64,8 +64,8 @@ def _raw(engine: Any, prompt_tokens: list[int], n_gen: int) -> tuple[float, floa
     return len(prompt_tokens) / prompt_s, n_gen / gen_s
 
 
-def _through_qa(engine: Any, kwargs: dict[str, Any]) -> tuple[float, float, int, int]:
-    """qa's in-process bridge, streamed: prompt tokens / time to first token, later tokens / the rest."""
+def _through_qa(engine: Any, kwargs: dict[str, Any]) -> tuple[float, float, int, int, str]:
+    """qa's in-process bridge, streamed: prompt tokens / time to first token, later tokens / the rest, and the reply."""
     from qa.local.bridge import _sync_client
 
     engine.llama.reset()
@@ -76,6 +76,7 @@ def _through_qa(engine: Any, kwargs: dict[str, Any]) -> tuple[float, float, int,
     first = last = 0.0
     chunks = 0
     usage = None
+    text: list[str] = []
     for chunk in client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}):
         now = time.perf_counter()
         if chunk.choices and chunk.choices[0].delta.content:
@@ -83,12 +84,28 @@ def _through_qa(engine: Any, kwargs: dict[str, Any]) -> tuple[float, float, int,
                 first = now
             chunks += 1
             last = now
+            text.append(chunk.choices[0].delta.content)
         if chunk.usage is not None:
             usage = chunk.usage
     client.close()
     assert usage is not None
     gen_tokens = usage.completion_tokens
-    return usage.prompt_tokens / (first - started), (gen_tokens - 1) / (last - first), usage.prompt_tokens, gen_tokens
+    prompt_tps = usage.prompt_tokens / (first - started)
+    return prompt_tps, (gen_tokens - 1) / (last - first), usage.prompt_tokens, gen_tokens, "".join(text)
+
+
+def _weight_buffers(model: Path) -> list[str]:
+    """llama.cpp's own report of the model's weight buffers, from a verbose load in a child process.
+
+    A build that keeps the repacked Q4 kernels lists a "CPU_REPACK model buffer"; one without them only "CPU".
+    """
+    code = (
+        "import sys, llama_cpp\n"
+        "llama_cpp.Llama(model_path=sys.argv[1], n_ctx=256, n_threads=1, verbose=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True)
+    lines = (done.stdout + done.stderr).splitlines()
+    return [line.strip() for line in lines if "model buffer size" in line or "REPACK" in line]
 
 
 def run_raw(args: argparse.Namespace) -> dict[str, Any]:
@@ -108,9 +125,12 @@ def run_raw(args: argparse.Namespace) -> dict[str, Any]:
         "qa_prompt_tps": statistics.median(r[0] for r in ours),
         "qa_gen_tps": statistics.median(r[1] for r in ours),
         "qa_completion_tokens": ours[0][3],
+        "qa_reply": ours[0][4],
         "system_info": llama_system_info(),
         "extra_buffers": engine.extra_buffers,
+        "weight_buffers": _weight_buffers(engine.model_path),
     }
+    result["repacked"] = any("CPU_REPACK" in line for line in result["weight_buffers"])
     result["prompt_ratio"] = result["qa_prompt_tps"] / result["raw_prompt_tps"]
     result["gen_ratio"] = result["qa_gen_tps"] / result["raw_gen_tps"]
     result["prompt_ratio_median_of_pairs"] = statistics.median(o[0] / r[0] for r, o in zip(raw, ours, strict=True))
