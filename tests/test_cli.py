@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import qa
@@ -15,11 +16,19 @@ from .conftest import SEED
 from .test_pipeline import GOOD, Q4000
 
 
+# Against a server no model file is needed, so `qa ask PATH...` keeps its indexes in a folder of this test run's
+# own: an index cached under the user's cache directory by another version of qa must not change what a test sees.
+_RUN_CACHE = Path(tempfile.mkdtemp(prefix="qa-tests-cache-"))
+
+
 def run_cli(
     args: list[str], server: OpenAIServer | None, cache_dir: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "QA_"))}
-    env |= {"QA_CACHE_DIR": str(cache_dir)} if cache_dir is not None else {"QA_CACHE": "0"}
+    if cache_dir is not None:
+        env |= {"QA_CACHE_DIR": str(cache_dir)}
+    else:
+        env |= {"QA_CACHE": "0"} | ({"QA_CACHE_DIR": str(_RUN_CACHE)} if server is not None else {})
     if server is not None:
         env |= {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test", "QA_MODEL": "gpt-4o-mini"}
     return subprocess.run(
