@@ -180,17 +180,22 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         SQLiteStore(db)
 
 
+def _write_seed_rows(conn: sqlite3.Connection, text: str) -> None:
+    """The seed article as an old qa wrote it: one document, two chunks with ids 1 and 2."""
+    conn.execute(
+        "INSERT INTO documents (id, doc_id, length, sha256, chunks, tokens) VALUES (1, 'seed', ?, 'x', 2, 20)",
+        (len(text),),
+    )
+    conn.execute("INSERT INTO document_texts VALUES (1, ?)", (text,))
+    conn.execute('INSERT INTO chunks (id, document, idx, start, "end", tokens) VALUES (1, 1, 0, 0, 400, 10)')
+    conn.execute('INSERT INTO chunks (id, document, idx, start, "end", tokens) VALUES (2, 1, 1, 400, ?, 10)', (len(text),))
+
+
 def test_an_older_schema_is_migrated_and_its_documents_found(tmp_path: Path, seed_text: str) -> None:
     db = tmp_path / "old.sqlite"
     SQLiteStore(db, migrations=MIGRATIONS[:1]).close()  # a file made before the term index existed
     with sqlite3.connect(db) as conn:
-        conn.execute(
-            "INSERT INTO documents (id, doc_id, length, sha256, chunks, tokens) VALUES (1, 'seed', ?, 'x', 2, 20)",
-            (len(seed_text),),
-        )
-        conn.execute("INSERT INTO document_texts VALUES (1, ?)", (seed_text,))
-        conn.execute('INSERT INTO chunks (document, idx, start, "end", tokens) VALUES (1, 0, 0, 400, 10)')
-        conn.execute('INSERT INTO chunks (document, idx, start, "end", tokens) VALUES (1, 1, 400, ?, 10)', (len(seed_text),))
+        _write_seed_rows(conn, seed_text)
     conn.close()
     store = SQLiteStore(db)
     try:
@@ -209,13 +214,7 @@ def test_a_file_with_the_fts5_term_index_is_migrated_to_tantivy(tmp_path: Path, 
     db = tmp_path / "v4.sqlite"
     SQLiteStore(db, migrations=MIGRATIONS[:4]).close()  # the schema of m004: terms in an FTS5 table
     with sqlite3.connect(db) as conn:
-        conn.execute(
-            "INSERT INTO documents (id, doc_id, length, sha256, chunks, tokens) VALUES (1, 'seed', ?, 'x', 2, 20)",
-            (len(seed_text),),
-        )
-        conn.execute("INSERT INTO document_texts VALUES (1, ?)", (seed_text,))
-        conn.execute('INSERT INTO chunks (id, document, idx, start, "end", tokens) VALUES (1, 1, 0, 0, 400, 10)')
-        conn.execute('INSERT INTO chunks (id, document, idx, start, "end", tokens) VALUES (2, 1, 1, 400, ?, 10)', (len(seed_text),))
+        _write_seed_rows(conn, seed_text)
         conn.execute("INSERT INTO chunk_terms (rowid, terms) VALUES (1, 'north korean'), (2, 'kill wound')")
     conn.close()
     store = SQLiteStore(db)

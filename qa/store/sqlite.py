@@ -400,7 +400,8 @@ class SQLiteStore:
     def _terms_of(self, ids: list[int]) -> list[tuple[int, str]]:
         """(chunk id, terms) of those of these chunks the file holds, terms just made by this store reused."""
         out = [(i, t) for i in ids if (t := self._fresh.pop(i, None)) is not None]
-        missing = [i for i in ids if i not in {c for c, _ in out}] if len(out) < len(ids) else []
+        found = {c for c, _ in out}
+        missing = [i for i in ids if i not in found]
         for start in range(0, len(missing), 500):
             part = missing[start : start + 500]
             with self._transaction("reading chunks", write=False) as db:

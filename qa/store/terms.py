@@ -31,7 +31,7 @@ class Terms:
 
     def line(self, text: str) -> str:
         """The terms of `text` in order, space-separated."""
-        return " ".join(filter(None, map(self._cache.__getitem__, self._words(text))))
+        return " ".join(self.of(text))
 
     def _words(self, text: str) -> list[str]:
         """The words of `text`, each of them in the cache once this returns."""
