@@ -20,7 +20,7 @@ from qa.errors import DocumentError, InputError
 from qa.loaders import load
 from qa.progress import Progress
 from qa.settings import Settings
-from qa.store import Entry, Source, Store, text_sha256
+from qa.store import Entry, Known, Source, Store, text_sha256
 
 __all__ = ["Chunker", "Failure", "IngestReport", "Progress", "cache_path", "ingest", "walk"]
 
@@ -113,13 +113,6 @@ def _load_one(path: str, doc_id: str, settings: Settings | None) -> list[Documen
     return [dataclasses.replace(d, id=f"{doc_id}#{n}") for n, d in enumerate(docs, 1)]
 
 
-@dataclass(frozen=True, slots=True)
-class _Known:
-    id: str
-    sha256: str
-    source: Source | None
-
-
 class _Writer:
     """Chunks documents a bounded batch at a time (chunking is faster in batches), and writes them one by one."""
 
@@ -190,10 +183,11 @@ def ingest(
             report.updated += 1
         writer.put(document, None)
     if roots:
-        _Files(store, writer, report, strict=strict, settings=settings).run(files, progress)
+        decider = _Files(store, writer, report, strict=strict, settings=settings)
+        decider.run(files, progress)
         if remove_missing:
             writer.flush()
-            _remove_missing(store, roots, {f.real for f in files}, report)
+            _remove_missing(store, roots, decider.by_id.values(), {f.real for f in files}, report)
     writer.flush()
     if progress is not None and files:
         progress(len(files), len(files))
@@ -201,12 +195,15 @@ def ingest(
     return report
 
 
-def _remove_missing(store: Store, roots: list[Path], present: set[str], report: IngestReport) -> None:
-    """Remove the stored documents read from files below `roots` that are no longer there."""
-    resolved = [r.resolve() for r in roots]
+def _remove_missing(
+    store: Store, roots: list[Path], known: Iterable[Known], present: set[str], report: IngestReport
+) -> None:
+    """Remove the stored documents read from files below `roots` that are no longer there. `known`: the
+    documents stored before this run (those it added came from files that are present)."""
+    resolved = [os.path.join(r.resolve(), "") for r in roots]
     gone = [
-        stored.id for stored in store if stored.source is not None and stored.source.path not in present
-        and any(Path(stored.source.path).is_relative_to(r) for r in resolved)
+        stored.id for stored in known if stored.source is not None and stored.source.path not in present
+        and any(stored.source.path == r[:-1] or stored.source.path.startswith(r) for r in resolved)
     ]  # fmt: skip
     if gone:
         report.removed += store.remove(gone)
@@ -219,13 +216,12 @@ class _Files:
         self, store: Store, writer: _Writer, report: IngestReport, *, strict: bool, settings: Settings | None
     ) -> None:
         self.store, self.writer, self.report, self.strict, self.settings = store, writer, report, strict, settings
-        self.by_path: dict[str, list[_Known]] = {}
-        self.by_id: dict[str, _Known] = {}
-        for stored in store:
-            known = _Known(stored.id, stored.sha256, stored.source)
-            self.by_id[stored.id] = known
-            if stored.source is not None:
-                self.by_path.setdefault(stored.source.path, []).append(known)
+        self.by_path: dict[str, list[Known]] = {}
+        self.by_id: dict[str, Known] = {}
+        for known in store.known():
+            self.by_id[known.id] = known
+            if known.source is not None:
+                self.by_path.setdefault(known.source.path, []).append(known)
         self.taken: dict[str, str] = {}  # document id -> the file that gave it in this run
 
     def run(self, files: list[_File], progress: Progress | None) -> None:
@@ -280,7 +276,7 @@ class _Files:
         for d in docs:
             self.writer.put(d, source)
 
-    def _owner_of_clash(self, docs: list[Document], source: Source, old: list[_Known]) -> tuple[str, str] | None:
+    def _owner_of_clash(self, docs: list[Document], source: Source, old: list[Known]) -> tuple[str, str] | None:
         """(id, other file) when a document id of this file belongs to another file that still exists."""
         for d in docs:
             if (other := self.taken.get(d.id)) is not None and other != source.path:

@@ -93,6 +93,21 @@ def test_refresh_rereads_only_changed_files_and_removes_deleted_ones(folder: Pat
         assert index.remove(["new.md"]) == 1 and len(index) == 2
 
 
+def test_refresh_removes_only_below_the_paths_it_was_given(tmp_path: Path) -> None:
+    reports, older = tmp_path / "reports", tmp_path / "reports-old"  # one folder's name starts the other's
+    reports.mkdir()
+    older.mkdir()
+    (reports / "r.txt").write_text("Freight rates tripled.\n", encoding="utf-8")
+    (older / "o.txt").write_text("Grain prices doubled.\n", encoding="utf-8")
+    with qa.Index.open(tmp_path / "i.sqlite", NO_SERVER) as index:
+        assert index.add([reports, older]).added == 2
+        (older / "o.txt").unlink()
+        assert index.refresh([reports]).removed == 0  # o.txt was not below reports/
+        assert sorted(d.id for d in index) == ["o.txt", "r.txt"]
+        assert index.refresh([older]).removed == 1
+        assert [d.id for d in index] == ["r.txt"]
+
+
 def test_a_bad_file_is_reported_by_name_and_the_rest_indexed(folder: Path, tmp_path: Path) -> None:
     (folder / "scan.pdf").write_bytes(b"%PDF-1.4\x00\x01")
     (folder / "data.xyz").write_bytes(b"1,2,3")

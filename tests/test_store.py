@@ -10,7 +10,7 @@ import pytest
 import qa
 from qa.chunking import chunk_documents
 from qa.documents import Location
-from qa.store import Entry, Source, Store, StoreStats, open_store, text_sha256
+from qa.store import Entry, Known, Source, Store, StoreStats, open_store, text_sha256
 from qa.store.memory import MemoryStore
 from qa.store.sqlite import SQLiteStore
 from qa.tokens import get_encoding
@@ -127,6 +127,21 @@ def test_set_source_and_meta(store: Store) -> None:
     store.set_meta("chunking", "x")
     store.set_meta("chunking", "y")
     assert store.get_meta("chunking") == "y"
+
+
+def test_known_lists_ids_hashes_and_files_as_iteration_does(store: Store) -> None:
+    assert list(store.known()) == []
+    store.add(entries({"oil.txt": TEXTS["oil.txt"]}, Source("/a/oil.txt", 3, 4), kind="news"))
+    store.add(entries({"grain.txt": TEXTS["grain.txt"]}))
+    store.add(entries({"oil.txt": "Gas prices fell in April."}, Source("/a/oil.txt", 5, 6)))  # replaced: now newest
+    known = list(store.known())
+    assert known == [
+        Known("grain.txt", text_sha256(TEXTS["grain.txt"]), None),
+        Known("oil.txt", text_sha256("Gas prices fell in April."), Source("/a/oil.txt", 5, 6)),
+    ]
+    assert known == [Known(d.id, d.sha256, d.source) for d in store]
+    store.remove(["grain.txt"])
+    assert [k.id for k in store.known()] == ["oil.txt"]
 
 
 def test_metadata_that_is_not_json_is_refused_with_its_document(store: Store) -> None:

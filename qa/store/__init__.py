@@ -24,7 +24,7 @@ from qa.chunking import Chunk
 from qa.documents import Document
 from qa.retrieval import Hit
 
-__all__ = ["Entry", "Source", "Store", "StoreStats", "StoredDocument", "documents_of", "open_store", "text_sha256"]
+__all__ = ["Entry", "Known", "Source", "Store", "StoreStats", "StoredDocument", "documents_of", "open_store", "text_sha256"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,15 @@ class StoredDocument:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What deciding whether a file changed needs of a stored document: its id, its text's sha256, its file."""
+
+    id: str
+    sha256: str
+    source: Source | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +106,11 @@ class Store(Protocol):
 
     def __iter__(self) -> Iterator[StoredDocument]:
         """Every stored document, oldest first, without loading the texts."""
+        ...
+
+    def known(self) -> Iterator[Known]:
+        """Every stored document's id, text sha256 and file, oldest first: one cheap pass (no metadata, no
+        texts), for change detection over a large index."""
         ...
 
     def get(self, document_id: str) -> StoredDocument | None:

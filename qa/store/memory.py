@@ -13,7 +13,7 @@ import numpy.typing as npt
 from qa.chunking import Chunk
 from qa.documents import Document
 from qa.retrieval import BM25Retriever, Hit
-from qa.store import Entry, Source, StoredDocument, StoreStats, text_sha256
+from qa.store import Entry, Known, Source, StoredDocument, StoreStats, text_sha256
 
 __all__ = ["MemoryStore"]
 
@@ -73,6 +73,9 @@ class MemoryStore:
 
     def __iter__(self) -> Iterator[StoredDocument]:
         return iter([item.stored for item in self._items.values()])
+
+    def known(self) -> Iterator[Known]:
+        return iter([Known(i.stored.id, i.stored.sha256, i.stored.source) for i in self._items.values()])
 
     def get(self, document_id: str) -> StoredDocument | None:
         item = self._items.get(document_id)

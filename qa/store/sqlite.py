@@ -32,7 +32,7 @@ from qa.chunking import Chunk
 from qa.documents import Document, Location
 from qa.errors import InputError, StoreError
 from qa.retrieval import Hit
-from qa.store import Entry, Source, StoredDocument, StoreStats, text_sha256
+from qa.store import Entry, Known, Source, StoredDocument, StoreStats, text_sha256
 from qa.store.migrations import MIGRATIONS, Migration, m005_term_log
 from qa.store.term_index import TermIndex
 from qa.store.terms import Terms
@@ -42,6 +42,7 @@ __all__ = ["APPLICATION_ID", "SQLiteStore"]
 APPLICATION_ID = 0x71614958  # "qaIX" in the file header: this file is a qa index
 _HEADER = b"SQLite format 3\x00"
 _PAGE = 1000  # documents read per query when iterating
+_KNOWN_PAGE = 20_000  # (id, sha256, file) rows read per query by `known`
 logger = logging.getLogger("qa")
 # The term index is committed once this many log rows wait, or this long after the last commit.
 _COMMIT_ROWS = 50_000
@@ -254,6 +255,21 @@ class SQLiteStore:
             if not rows:
                 return
             yield from map(self._stored, rows)
+            last = rows[-1][0]
+
+    def known(self) -> Iterator[Known]:
+        last = 0
+        while True:
+            with self._transaction("listing documents", write=False) as db:
+                rows = db.execute(
+                    "SELECT id, doc_id, sha256, source_path, source_size, source_mtime_ns FROM documents"
+                    " WHERE id > ? ORDER BY id LIMIT ?",
+                    (last, _KNOWN_PAGE),
+                ).fetchall()
+            if not rows:
+                return
+            for _, doc_id, sha256, path, size, mtime_ns in rows:
+                yield Known(doc_id, sha256, Source(path, size, mtime_ns) if path is not None else None)
             last = rows[-1][0]
 
     def get(self, document_id: str) -> StoredDocument | None:
