@@ -30,6 +30,9 @@ Chunker = Callable[[Sequence[tuple[str, str]]], list[list[Chunk]]]
 # Documents are chunked and written in batches of about this many characters (or documents).
 _BATCH_CHARS = 4 << 20
 _BATCH_DOCUMENTS = 256
+# Documents written per transaction, at most (a crash loses at most these; the next run writes them again).
+_TRANSACTION_DOCUMENTS = 32
+_TRANSACTION_CHARS = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +134,18 @@ class _Writer:
         if not self.pending:
             return
         chunked = self.chunker([(d.id, d.text) for d, _ in self.pending])
+        # A few documents per transaction: each lands whole or not at all, a crash loses at most the few being
+        # written (the next run of the same ingest writes them), and the cost of a commit is shared.
+        group: list[Entry] = []
+        chars = 0
         for (document, source), chunks in zip(self.pending, chunked, strict=True):
-            # One transaction per document: a crash loses at most the document being written.
-            self.store.add([Entry(document, chunks, source)])
+            group.append(Entry(document, chunks, source))
+            chars += len(document.text)
+            if len(group) >= _TRANSACTION_DOCUMENTS or chars >= _TRANSACTION_CHARS:
+                self.store.add(group)
+                group, chars = [], 0
+        if group:
+            self.store.add(group)
         self.report.chunks += sum(map(len, chunked))
         self.pending, self.chars = [], 0
 

@@ -95,7 +95,7 @@ def qa_index(folder: Path, db: Path) -> subprocess.Popen[str]:
 
 
 def test_sigkill_at_any_moment_leaves_every_document_whole_or_absent(tmp_path: Path) -> None:
-    texts = make_corpus(tmp_path / "corpus", 400)
+    texts = make_corpus(tmp_path / "corpus", 1500)  # ~47 transactions of 32 documents: room for 24 kills
     db = tmp_path / "index.sqlite"
     rng = random.Random(1)
     moments = []
@@ -109,7 +109,7 @@ def test_sigkill_at_any_moment_leaves_every_document_whole_or_absent(tmp_path: P
             while not db.exists() and proc.poll() is None:
                 time.sleep(0.001)
             moment = "creating"
-        else:  # after one more document is in, plus a random part of the next one's writing
+        else:  # after one more transaction is in, plus a random part of the next one's writing
             while proc.poll() is None and count_documents(db) < max(start, 0) + 1:
                 time.sleep(0.001)
             time.sleep(rng.uniform(0, 0.01))
