@@ -71,20 +71,33 @@ class _File:
 
 
 def _walk(paths: Sequence[Path]) -> list[_File]:
-    """Every file to index (strings, not Path objects: a folder may hold a million files)."""
+    """Every file to index (strings, not Path objects: a folder may hold a million files): a folder's files in
+    name order, then its folders' in name order; hidden files and folders left out, as are links to folders (as
+    `os.walk` does) and folders that cannot be listed."""
     found: list[_File] = []
+
+    def scan(folder: str, real: str, prefix: str) -> None:
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted((e for e in listing if not e.name.startswith(".")), key=lambda e: e.name)
+        except OSError:
+            return
+        folders = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if not is_dir:
+                found.append(_File(entry.path, real + entry.name, prefix + entry.name))
+            elif not entry.is_symlink():
+                folders.append(entry)
+        for entry in folders:
+            scan(entry.path, real + entry.name + os.sep, prefix + entry.name + "/")
+
     for root in paths:
         if root.is_dir():
-            top, real_top = str(root), os.path.realpath(root)
-            for folder, dirs, files in os.walk(top):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                rel = os.path.relpath(folder, top)
-                real = real_top if rel == "." else os.path.join(real_top, rel)
-                prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-                found.extend(
-                    _File(os.path.join(folder, f), os.path.join(real, f), prefix + f)
-                    for f in sorted(files) if not f.startswith(".")
-                )  # fmt: skip
+            scan(str(root), os.path.join(os.path.realpath(root), ""), "")
         elif root.exists():
             found.append(_File(str(root), os.path.realpath(root), root.name))
         else:
@@ -234,6 +247,12 @@ class _Files:
             self.by_id[known.id] = known
             if known.source is not None:
                 self.by_path.setdefault(known.source.path, []).append(known)
+        # The size and time each stored file had, where all of its documents agree: an unchanged file is known
+        # by one lookup (a refresh of a large folder is mostly these).
+        self.seen: dict[str, tuple[int, int]] = {
+            path: (s.size, s.mtime_ns) for path, old in self.by_path.items()
+            if (s := old[0].source) is not None and all(o.source == s for o in old)
+        }  # fmt: skip
         self.taken: dict[str, str] = {}  # document id -> the file that gave it in this run
 
     def run(self, files: list[_File], progress: Progress | None) -> None:
@@ -258,11 +277,11 @@ class _Files:
             reason = f"cannot read file: {exc.strerror or exc}"
             self.fail(path, reason, DocumentError(f"{path}: {reason}", path=path))
             return
-        source = Source(file.real, st.st_size, st.st_mtime_ns)
-        old = self.by_path.get(source.path, [])
-        if old and all(o.source == source for o in old):
+        if self.seen.get(file.real) == (st.st_size, st.st_mtime_ns):
             report.unchanged += 1
             return
+        source = Source(file.real, st.st_size, st.st_mtime_ns)
+        old = self.by_path.get(source.path, [])
         try:
             docs = _load_one(path, file.id, self.settings)
         except DocumentError as exc:
