@@ -11,6 +11,7 @@ import pytest
 
 import qa
 from qa.chunking import Chunk
+from qa.ingest import walk
 from qa.store import Entry
 from qa.store.migrations import MIGRATIONS
 from qa.store.sqlite import SQLiteStore
@@ -106,6 +107,25 @@ def test_refresh_removes_only_below_the_paths_it_was_given(tmp_path: Path) -> No
         assert sorted(d.id for d in index) == ["o.txt", "r.txt"]
         assert index.refresh([older]).removed == 1
         assert [d.id for d in index] == ["r.txt"]
+
+
+def test_the_walk_lists_a_folders_files_then_its_folders_and_skips_hidden_ones_and_links_to_folders(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "docs"
+    for name in ("b/z.txt", "b/a/y.txt", "a.txt", "c.txt", ".hidden/h.txt", "b/.h.txt"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(name, encoding="utf-8")
+    (root / "link").symlink_to(root / "b", target_is_directory=True)  # not walked: os.walk does not either
+    (root / "linked.txt").symlink_to(root / "a.txt")  # a link to a file is a file
+    (root / "broken.txt").symlink_to(tmp_path / "missing")  # listed, so that indexing it reports it by name
+    ids = [doc_id for _, doc_id in walk(root)]
+    assert ids == ["a.txt", "broken.txt", "c.txt", "linked.txt", "b/z.txt", "b/a/y.txt"]
+    assert [p for p, _ in walk(root)][0] == root / "a.txt"
+    assert walk([root / "c.txt"]) == [(root / "c.txt", "c.txt")]
+    with qa.Index.open(tmp_path / "i.sqlite", NO_SERVER) as index:
+        report = index.add(root)
+    assert report.added == 5 and [Path(f.path).name for f in report.failed] == ["broken.txt"]
 
 
 def test_a_bad_file_is_reported_by_name_and_the_rest_indexed(folder: Path, tmp_path: Path) -> None:
