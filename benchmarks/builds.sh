@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-OUT=benchmarks/out/builds
+OUT=${OUT:-benchmarks/out/builds}
 ROUNDS="${ROUNDS:-2}"
 REPEAT="${REPEAT:-5}"
 BUILDS="${BUILDS:-native avx512 avx2}"
@@ -40,13 +40,18 @@ from pathlib import Path
 
 runs: dict[str, list[dict]] = {}
 for path in sorted(Path(sys.argv[1]).glob("*.json")):
-    runs.setdefault(path.stem.rsplit("-", 1)[0], []).append(json.loads(path.read_text()))
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # a run still being written, or cut off: left out, and said so
+        print(f"left out {path}: {exc}", file=sys.stderr)
+        continue
+    runs.setdefault(path.stem.rsplit("-", 1)[0], []).append(result)
 
 def spread(values):
     return f"{statistics.median(values):.1f} ({min(values):.1f}–{max(values):.1f})"
 
-print("| build | raw prompt tok/s | raw generation tok/s | qa prompt % of raw | qa generation % of raw | repacked | reply |")
-print("|---|---|---|---|---|---|---|")
+print("| build | runs | raw prompt tok/s | raw generation tok/s | qa prompt % of raw | qa generation % of raw | repacked | reply |")
+print("|---|---|---|---|---|---|---|---|")
 for name, results in runs.items():
     raw = [r for res in results for r in res["raw_runs"]]
     ours = [o for res in results for o in res["qa_runs"]]
@@ -54,10 +59,9 @@ for name, results in runs.items():
     gen_pct = statistics.median(o[1] / r[1] for r, o in zip(raw, ours)) * 100
     repacked = "yes" if all(res["repacked"] for res in results) else "NO"
     replies = sorted({res["qa_reply"] for res in results})
-    print(f"| {name} | {spread([r[0] for r in raw])} | {spread([r[1] for r in raw])} | {prompt_pct:.0f}% | "
+    print(f"| {name} | {len(raw)} | {spread([r[0] for r in raw])} | {spread([r[1] for r in raw])} | {prompt_pct:.0f}% | "
           f"{gen_pct:.0f}% | {repacked} | {' / '.join(replies)} |")
-print(f"\nmedian (min–max) of {sum(len(r) for res in runs.values() for r in [[x for y in res for x in y['raw_runs']]])} "
-      "runs; load average at the end of each round:",
+print("\nmedian (min–max) of each build's runs; load average at the end of its last round:",
       ", ".join(f"{n} {res[-1]['load_average'][0]:.1f}" for n, res in runs.items()))
 EOF
 }
