@@ -321,6 +321,23 @@ def test_local_embedder_finds_casualties_by_meaning(seed_text: str) -> None:
 
 
 @needs_embed
+def test_a_question_shares_the_passages_session_unless_it_is_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qa.embed import LocalEmbedder
+    from qa.embed import local
+
+    monkeypatch.setattr(local, "_engines", {})  # this test's own sessions, as in a fresh process
+    embedder = LocalEmbedder(threads=2, query_cache=0)
+    passage = embedder.embed_passages(["Officials put the number of killed or wounded at 4,000."])[0]
+    free = embedder.embed_query("How many casualties?")
+    assert list(local._engines) == [2]  # one session loaded, not one per kind of text
+    with local._engines[2].lock:  # passages being embedded: the question goes to a session of its own
+        busy = embedder.embed_query("How many casualties?")
+    assert sorted(local._engines, key=str) == [1, 2]
+    np.testing.assert_allclose(busy, free, atol=1e-5)
+    assert float(free @ passage) > 0.3
+
+
+@needs_embed
 def test_local_embedder_reads_a_long_passage_to_its_end() -> None:
     from qa.embed import LocalEmbedder
 

@@ -33,8 +33,9 @@ _DIMENSION = 384
 _WINDOW = 128  # word pieces per window, [CLS] and [SEP] included
 _STRIDE = 16  # word pieces shared by consecutive windows
 _BATCH = 32  # windows per onnxruntime run (sorted by length, so padding is small)
-# Threads of the session that embeds questions: one short window is little work to share. On 2 cores a second
-# thread saved 1.6 ms on an idle machine (3.6 vs 5.2 ms) and cost 12 ms under load (26 vs 14 ms, waiting for a core).
+# Threads of the session that embeds a question while the main session is busy embedding passages: one short
+# window is little work to share. (On 2 cores a second thread saved 1.6 ms on an idle machine, 3.6 vs 5.2 ms, and
+# cost 12 ms under load.) It is made only when needed: a session takes ~0.16 s to load and holds its own weights.
 _QUERY_THREADS = 1
 _EXTRA = "pip install 'qa[embed]'"
 
@@ -188,8 +189,11 @@ class LocalEmbedder:
         return self._queries.get(text, self._embed_query)
 
     def _embed_query(self, text: str) -> Vectors:
-        # Its own single-threaded session (loaded once per process): a question never waits behind a batch of
-        # passages being embedded, and does not pay for a thread pool it cannot use.
-        engine = _engine(_QUERY_THREADS)
+        # The embedder's session when it is free (one session per process: each costs load time and memory);
+        # a single-threaded session of its own when passages are being embedded, so that a question never waits
+        # behind a batch of them.
+        engine = _engine(self._threads)
+        if engine.lock.locked():
+            engine = _engine(_QUERY_THREADS)
         vector: Vectors = engine.run([engine.tokenizer.encode(text).ids])[0]
         return vector
