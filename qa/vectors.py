@@ -59,7 +59,8 @@ class StoreVectors:
             if recorded != model:
                 self.store.set_meta(_META_KEY, model)
             have = self.store.vector_documents(model)
-            stored = [d for d in self.store if d.id not in have]
+            # The ids in one cheap pass (no metadata decoded); the chunk counts of only those to embed.
+            stored = [d for k in self.store.known() if k.id not in have and (d := self.store.get(k.id)) is not None]
             missing = [d.id for d in stored]
             total = sum(d.chunks for d in stored)
             if progress is not None and total:
@@ -90,7 +91,7 @@ class StoreVectors:
                 stored = self.store.vectors(model)
                 chunks: list[Chunk] = []
                 parts: list[Vectors] = []
-                for document in self.store:
+                for document in self.store.known():
                     if document.id in stored:
                         chunks.extend(self.store.chunks(document.id))
                         parts.append(stored[document.id])
