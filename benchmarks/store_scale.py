@@ -43,14 +43,20 @@ def eval_questions(root: Path, n: int, seed: int = 1) -> list[dict[str, Any]]:
     return items[:n]
 
 
+def copy_doc(doc: Path, folder: Path) -> Path:
+    """Copy an eval document to `folder`/<dataset>/<name>, as the corpora lay them out."""
+    dest = folder / doc.parent.parent.name / doc.name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(doc, dest)
+    return dest
+
+
 def build_corpus(target: Path, docs: list[Path], megabytes: float) -> tuple[int, int]:
     """Copies of `docs` under target/cNNNN/<dataset>/ until `megabytes` of text; (files, bytes)."""
     want, size, files, copy = int(megabytes * 1e6), 0, 0, 0
     while size < want:
         for doc in docs:
-            dest = target / f"c{copy:04d}" / doc.parent.parent.name / doc.name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(doc, dest)
+            dest = copy_doc(doc, target / f"c{copy:04d}")
             size += dest.stat().st_size
             files += 1
             if size >= want:
@@ -330,9 +336,7 @@ def main() -> None:
             base = work / "inc3000"
             picked = docs[:3000]
             for d in picked:
-                dest = base / d.parent.parent.name / d.name
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(d, dest)
+                copy_doc(d, base)
             db3 = work / "inc3000.sqlite"
             built = run_worker("ingest-sqlite", str(base), str(db3))
             rounds = 3
@@ -340,9 +344,7 @@ def main() -> None:
             for name in ("warm", "cold"):
                 for r in range(rounds):
                     for d in itertools.islice(extra, 10):
-                        dest = work / "staged" / name / f"r{r}" / d.parent.parent.name / d.name
-                        dest.parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copyfile(d, dest)
+                        copy_doc(d, work / "staged" / name / f"r{r}")
             warm = run_worker("add-vs-rebuild", str(base), str(db3), str(work / "rebuild.sqlite"), str(work / "staged" / "warm"))
             cold: dict[str, list[float]] = {"add_s": [], "rebuild_sqlite_s": []}
             for group in sorted((work / "staged" / "cold").iterdir()):  # added by a fresh process, as `qa index` does

@@ -59,8 +59,7 @@ class StoreVectors:
             if recorded != model:
                 self.store.set_meta(_META_KEY, model)
             have = self.store.vector_documents(model)
-            # The ids in one cheap pass (no metadata decoded); the chunk counts of only those to embed.
-            stored = [d for k in self.store.known() if k.id not in have and (d := self.store.get(k.id)) is not None]
+            stored = [d for d in self.store if d.id not in have]
             missing = [d.id for d in stored]
             total = sum(d.chunks for d in stored)
             if progress is not None and total:
